@@ -1,0 +1,51 @@
+# Two entry points for a fresh machine with only Python and make:
+#   make demo   install into .venv and run the demo service under taskscope
+#   make test   install into .venv and run lint, type checks and every test
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint typecheck pytest test-versions bench bench-check bench-smoke clean
+
+# The stamp file is rebuilt whenever the project's own dependency list changes.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/taskscope demo
+
+test: lint typecheck pytest
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy
+
+pytest: $(VENV)/.installed
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The suite on every CPython this project supports (3.11, 3.12, 3.13), each in its own
+# venv; scripts/find-python locates them on PATH or under pyenv.
+test-versions:
+	@for v in 3.11 3.12 3.13; do \
+	  py=$$(scripts/find-python $$v) || exit 1; \
+	  echo "== CPython $$v ($$py)"; \
+	  $(MAKE) --no-print-directory pytest PYTHON=$$py VENV=.venv-$$v || exit 1; \
+	done
+
+bench: $(VENV)/.installed
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+bench-check: $(VENV)/.installed
+	$(BIN)/python -m benchmarks --check $(BENCH_ARGS)
+
+bench-smoke: $(VENV)/.installed
+	$(BIN)/python -m benchmarks --smoke $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .venv-3.* .cache .mypy_cache .ruff_cache

@@ -1,0 +1,44 @@
+"""taskscope: see every task, lock, cancel scope and the event loop of asyncio, AnyIO
+and trio programs: what is running, what is stuck, what leaked, and which line did it."""
+
+from ._core._clock import MockClock as MockClock
+from ._core._instruments import Instrument as Instrument
+from ._core._records import CancellationInfo as CancellationInfo
+from ._core._records import Counters as Counters
+from ._core._records import ExceptionInfo as ExceptionInfo
+from ._core._records import Finding as Finding
+from ._core._records import Location as Location
+from ._core._records import RegionInfo as RegionInfo
+from ._core._records import SiteStatistics as SiteStatistics
+from ._core._records import Snapshot as Snapshot
+from ._core._records import TaskInfo as TaskInfo
+from ._core._records import TaskRef as TaskRef
+from ._session import Session as Session
+from ._session import current_session as current_session
+from ._session import install as install
+from ._session import monitor as monitor
+from ._tracking import tracked_scope as tracked_scope
+from ._tracking import tracked_task as tracked_task
+
+__all__ = [
+    "CancellationInfo",
+    "Counters",
+    "ExceptionInfo",
+    "Finding",
+    "Instrument",
+    "Location",
+    "MockClock",
+    "RegionInfo",
+    "Session",
+    "SiteStatistics",
+    "Snapshot",
+    "TaskInfo",
+    "TaskRef",
+    "current_session",
+    "install",
+    "monitor",
+    "tracked_scope",
+    "tracked_task",
+]
+
+__version__ = "0.1.0.dev0"

@@ -1,0 +1,1 @@
+"""Backends: the only code that touches private runtime internals (through `_compat`)."""

@@ -1,0 +1,452 @@
+"""The asyncio backend: records every task of the default loop and of uvloop.
+
+How each figure is measured (also in docs/how-it-works.md):
+
+* **Creation.** ``create_task`` is wrapped on the loop *class* (``BaseEventLoop`` and
+  ``uvloop.Loop``), and every way of making a task goes through it (``asyncio.create_task``,
+  ``TaskGroup``, ``gather``/``ensure_future``, AnyIO), after any task factory, which is
+  left exactly where the user put it. Tasks that bypass it (made before install, or by
+  calling ``Task()`` directly) are adopted the first time they schedule a step.
+* **Steps and busy time.** A task step is a callback the task schedules on its loop with
+  ``loop.call_soon`` (its step, or its wakeup when an awaited future completes); C tasks
+  look ``call_soon`` up on the loop object, so one wrapper sees them on both loops. The
+  wrapper swaps the callback for a timing trampoline; ``busy`` is the sum of the
+  trampoline's ``perf_counter`` differences. The task object, its class and
+  ``get_coro()`` are untouched.
+* **Endings.** After each step the trampoline checks ``task.done()``; the exception is
+  read without marking it retrieved. "Never retrieved" is what asyncio itself reports
+  through ``call_exception_handler`` when the task is destroyed (also wrapped), or what
+  ``_log_traceback`` says at the end. A pending task that is garbage-collected is seen
+  through a weak reference; the runner's ``_cancel_all_tasks`` marks pending-at-exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.base_events
+import asyncio.events
+import asyncio.runners
+import os
+import sys
+from collections.abc import Callable
+from types import CodeType, ModuleType
+from typing import Any, Final
+
+from .._core._faults import internal_error
+from .._core._instruments import Instruments
+from .._core._location import LocationFilter, RawLocation
+from .._core._registry import CANCELLED, COMPLETED, FAILED, Registry, TaskRecord
+from . import _compat
+from ._patching import Patches
+
+
+def _task_name(task: Any) -> str:
+    name: str = task.get_name()
+    return name
+
+
+def _code_of(coro: Any) -> CodeType | None:
+    code = getattr(coro, "cr_code", None) or getattr(coro, "gi_code", None)
+    return code if isinstance(code, CodeType) else None
+
+
+def _codes(*functions: Any) -> frozenset[CodeType]:
+    return frozenset(f.__code__ for f in functions if hasattr(f, "__code__"))
+
+
+#: The event loop's own callback dispatch: a stack walk for the user's line stops
+#: there, because whatever lies above (``asyncio.run(main())``) did not cause the event.
+_DISPATCH_CODES: Final = _codes(
+    asyncio.events.Handle._run, asyncio.base_events.BaseEventLoop._run_once
+)
+#: Where a program enters the loop; a C loop (uvloop) runs callbacks right under these.
+_ENTRY_CODES: Final = _codes(
+    asyncio.base_events.BaseEventLoop.run_forever,
+    asyncio.base_events.BaseEventLoop.run_until_complete,
+    asyncio.runners.Runner.run,
+)
+
+
+class AsyncioBackend:
+    """Wraps the loop classes' task entry points; `uninstall` restores them exactly."""
+
+    def __init__(
+        self, registry: Registry, instruments: Instruments, locations: LocationFilter
+    ) -> None:
+        self.registry = registry
+        self.instruments = instruments
+        self.locations = locations
+        self.stop_codes: frozenset[CodeType] = _DISPATCH_CODES
+        #: Calls an entry point makes itself (creating the main task): see `user_frame`.
+        self.direct_codes: frozenset[CodeType] = _codes(
+            asyncio.base_events.BaseEventLoop.create_task
+        )
+        self._patches = Patches()
+        self._patched_classes: set[type] = set()
+        #: ``id()`` of loops inside ``_cancel_all_tasks`` (cancellations there are shutdown).
+        self._shutting_down: set[int] = set()
+        self._timed_step = self._make_timed_step()
+        self._call_soon_code: CodeType | None = None
+        self._create_task_code: CodeType | None = None
+
+    # -- install / uninstall --------------------------------------------------------
+
+    def install(self) -> None:
+        """Wrap the loop classes (uvloop's as soon as it is imported) and the runner."""
+        for cls in _compat.loop_classes():
+            self._patch_loop_class(cls)
+        _compat.when_imported("uvloop", self._on_uvloop_import)
+        original = getattr(_compat.runners_module, _compat.CANCEL_ALL_TASKS, None)
+        if original is not None:
+            self._patches.replace(
+                _compat.runners_module,
+                _compat.CANCEL_ALL_TASKS,
+                self._make_cancel_all_tasks(original),
+            )
+        self._adopt_running_loop_tasks()
+        self.stop_codes = self.stop_codes | {self._timed_step.__code__}
+        self.direct_codes = self.direct_codes | {
+            self._call_soon_code,
+            *([self._create_task_code] if self._create_task_code else []),
+        }
+
+    def uninstall(self) -> None:
+        """Restore every wrapped attribute."""
+        self._patches.undo()
+        self._patched_classes.clear()
+
+    def _on_uvloop_import(self, module: ModuleType) -> None:
+        loop_class = getattr(module, "Loop", None)
+        if isinstance(loop_class, type):
+            try:
+                self._patch_loop_class(loop_class)
+            except Exception as exc:  # noqa: BLE001  # never break an import
+                internal_error("asyncio backend: patching uvloop", exc)
+
+    def _patch_loop_class(self, cls: type) -> None:
+        if cls in self._patched_classes:
+            return
+        self._patched_classes.add(cls)
+        replace = self._patches.replace
+        if _compat.PY312:
+            # Only eager tasks (3.12+) can run, or even finish, without scheduling a
+            # step through call_soon; they are caught when create_task returns.
+            replace(cls, "create_task", self._make_create_task(getattr(cls, "create_task")))
+        replace(cls, "call_soon", self._make_call_soon(getattr(cls, "call_soon")))
+        replace(
+            cls,
+            "call_exception_handler",
+            self._make_exception_handler(getattr(cls, "call_exception_handler")),
+        )
+        replace(cls, "close", self._make_close(getattr(cls, "close")))
+
+    # -- the hot path ---------------------------------------------------------------
+
+    def _make_timed_step(self) -> Callable[..., None]:
+        clock = self.registry.clock
+        instruments = self.instruments
+        finish = self.finish
+        note_longest = self._note_longest
+
+        def timed_step(record: TaskRecord, task: Any, callback: Any, *args: Any) -> None:
+            if "before_task_step" in instruments:
+                instruments.call("before_task_step", record.id)
+            start = clock()
+            record.step_start = start
+            try:
+                callback(*args)
+            finally:
+                end = clock()
+                record.step_start = 0.0
+                try:
+                    duration = end - start
+                    record.busy += duration
+                    record.steps += 1
+                    if record.first_step is None:
+                        record.first_step = start
+                    if duration > record.longest_step:
+                        record.longest_step = duration
+                        note_longest(record, task)
+                    if "after_task_step" in instruments:
+                        instruments.call("after_task_step", record.id, duration)
+                    if task.done():
+                        finish(record, task)
+                except Exception as exc:  # noqa: BLE001  # never raise into the loop
+                    internal_error("asyncio backend: step accounting", exc)
+
+        return timed_step
+
+    def _make_call_soon(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        live = self.registry.live
+        kinds = _compat.callback_kinds
+        classify = _compat.classify_callback_type
+        step_names = _compat.STEP_NAMES
+        timed_step = self._timed_step
+        discover = self._discover
+        note_cancel = self._note_cancel_request
+
+        def call_soon(loop: Any, callback: Any, *args: Any, context: Any = None) -> Any:
+            try:
+                kind = kinds.get(type(callback))
+                if kind is None:
+                    kind = classify(type(callback))
+                if kind and (kind == 2 or callback.__name__ in step_names):
+                    owner = callback.__self__
+                    record = live.get(id(owner))
+                    if record is None:
+                        record = discover(owner, loop)
+                    if record is not None:
+                        if args and record.cancel_cause is None:
+                            note_cancel(record, loop, args[0], owner)
+                        return original(
+                            loop, timed_step, record, owner, callback, *args, context=context
+                        )
+            except Exception as exc:  # noqa: BLE001  # fall back to the plain call
+                internal_error("asyncio backend: call_soon", exc)
+            return original(loop, callback, *args, context=context)
+
+        self._call_soon_code = call_soon.__code__
+        return call_soon
+
+    def _make_create_task(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        clock = self.registry.clock
+        track = self.track
+        live = self.registry.live
+
+        def create_task(loop: Any, coro: Any, *args: Any, **kwargs: Any) -> Any:
+            start = clock()
+            task = original(loop, coro, *args, **kwargs)
+            try:
+                if id(task) not in live:
+                    track(task, loop, sys._getframe(1), start)
+            except Exception as exc:  # noqa: BLE001  # the task is returned regardless
+                internal_error("asyncio backend: create_task", exc)
+            return task
+
+        self._create_task_code = create_task.__code__
+        return create_task
+
+    # -- recording ------------------------------------------------------------------
+
+    def track(self, task: Any, loop: Any, frame: Any, start: float | None) -> TaskRecord:
+        """Register a task being created; `frame` is the innermost frame to search for
+        the user's line; `start` is when ``create_task`` began, for eager tasks."""
+        registry = self.registry
+        coro = task.get_coro()
+        code = _code_of(coro)
+        parent = asyncio.current_task(loop)
+        parent_record = registry.live.get(id(parent)) if parent is not None else None
+        record = registry.new_record(
+            task,
+            backend="asyncio",
+            name_of=_task_name,
+            created_at=self.user_frame(frame),
+            code=code,
+            coroutine=getattr(coro, "__qualname__", type(coro).__qualname__),
+            parent_id=parent_record.id if parent_record is not None else None,
+        )
+        if start is not None and _compat.coroutine_started(coro):
+            # An eager task ran its first step inside the constructor; count it, with
+            # the whole create_task call as its duration (an upper bound).
+            end = registry.clock()
+            registry.step_done(record, start, end)
+        if "task_created" in self.instruments:
+            self.instruments.call("task_created", self._info(record))
+        if task.done():
+            self.finish(record, task)
+        return record
+
+    def _discover(self, owner: Any, loop: Any) -> TaskRecord | None:
+        """An untracked task schedules a step (once per task, from call_soon).
+
+        A task schedules its first step from its constructor, so for a new task the
+        stack right now leads through ``create_task`` to the line that created it.
+        A task whose coroutine already ran existed before taskscope: it is adopted.
+        """
+        if not isinstance(owner, _compat.TASK_TYPES) or owner.done():
+            return None
+        if not _compat.coroutine_started(owner.get_coro()):
+            return self.track(owner, loop, sys._getframe(1), None)
+        return self._adopt(owner)
+
+    def user_frame(self, frame: Any) -> RawLocation | None:
+        """Return the user's line responsible for what is happening at `frame`."""
+        return self.locations.user_frame(
+            frame,
+            stop_at=self.stop_codes,
+            entry_points=_ENTRY_CODES,
+            direct_calls=self.direct_codes,
+        )
+
+    def _adopt(self, owner: Any) -> TaskRecord | None:
+        """Start tracking a task that existed before taskscope saw it (slow path)."""
+        if not isinstance(owner, _compat.TASK_TYPES) or owner.done():
+            return None
+        coro = owner.get_coro()
+        record = self.registry.new_record(
+            owner,
+            backend="asyncio",
+            name_of=_task_name,
+            created_at=None,
+            code=_code_of(coro),
+            coroutine=getattr(coro, "__qualname__", type(coro).__qualname__),
+            parent_id=None,
+        )
+        record.adopted = True
+        return record
+
+    def _adopt_running_loop_tasks(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        for task in asyncio.all_tasks(loop):
+            if id(task) not in self.registry.live:
+                self._adopt(task)
+
+    def finish(self, record: TaskRecord, task: Any) -> None:
+        """Record how a task ended and move it to the history."""
+        if task.cancelled():
+            state = CANCELLED
+            if record.cancel_cause is None:
+                record.cancel_cause = "unknown"
+        else:
+            exc = _compat.task_exception(task)
+            if exc is None:
+                state = COMPLETED
+            else:
+                state = FAILED
+                record.exception = self.describe_exception(exc)
+                record.exception_id = id(exc)
+        self.registry.task_finished(record, state, task)
+        if "task_finished" in self.instruments:
+            self.instruments.call("task_finished", self._info(record))
+
+    def describe_exception(self, exc: BaseException) -> tuple[str, str, list[RawLocation]]:
+        """Extract an exception's type, message and frames (without keeping it alive)."""
+        try:
+            message = str(exc)
+        except Exception:  # noqa: BLE001  # a broken __str__ must not break the report
+            message = f"<unprintable {type(exc).__qualname__}>"
+        return (
+            type(exc).__qualname__,
+            message,
+            self.locations.traceback_frames(exc.__traceback__),
+        )
+
+    def _note_longest(self, record: TaskRecord, task: Any) -> None:
+        """Remember where the task is suspended after its longest step so far.
+
+        Also names the task's coroutine after the outermost *user* coroutine in the
+        await chain when the task's own coroutine is a library wrapper (AnyIO wraps
+        every spawned coroutine), so reports say ``fetch`` rather than ``_run_coro``.
+        """
+        is_library = self.locations.is_library
+        coro = task.get_coro()
+        frame = None
+        rename = record.code is not None and is_library(record.code)
+        depth = 0
+        while coro is not None and depth < 64:
+            inner = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+            if inner is not None and not is_library(inner.f_code):
+                frame = inner
+                if rename:
+                    record.code = inner.f_code
+                    record.coroutine = inner.f_code.co_qualname
+                    rename = False
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+            depth += 1
+        record.longest_step_at = (frame.f_code, frame.f_lineno) if frame is not None else None
+
+    def _note_cancel_request(self, record: TaskRecord, loop: Any, future: Any, task: Any) -> None:
+        """A task's wakeup is scheduled with a cancelled future: cancellation is being
+        delivered, and the stack right now is the code that requested it."""
+        cancelled = getattr(future, "cancelled", None)
+        if cancelled is None or not cancelled():
+            return
+        # Task.cancel(msg) stores the message only until the task's next step.
+        record.cancel_message = _compat.task_cancel_message(task)
+        if id(loop) in self._shutting_down:
+            record.cancel_cause = "shutdown"
+            return
+        frame = sys._getframe(2)
+        record.cancel_cause = self._cancel_cause(frame)
+        record.cancel_location = self.user_frame(frame)
+        requester = asyncio.current_task(loop)
+        if requester is not None:
+            requester_record = self.registry.live.get(id(requester))
+            if requester_record is not None and requester_record is not record:
+                record.cancel_requester = (requester_record.id, requester_record.current_name())
+
+    def _cancel_cause(self, frame: Any) -> str:
+        depth = 0
+        while frame is not None and depth < 32:
+            code = frame.f_code
+            if code in self.stop_codes:
+                break
+            filename = code.co_filename
+            if filename.endswith(("asyncio" + os.sep + "timeouts.py",)) or (
+                code.co_name == "wait_for" and filename.endswith("tasks.py")
+            ):
+                return "timeout"
+            if os.sep + "anyio" + os.sep in filename:
+                return "cancel-scope"
+            frame = frame.f_back
+            depth += 1
+        return "cancel-call"
+
+    # -- loop and runner ends -------------------------------------------------------
+
+    def _mark_pending(self, loop: Any) -> None:
+        live = self.registry.live
+        for task in asyncio.all_tasks(loop):
+            record = live.get(id(task))
+            if record is not None:
+                self.registry.mark_pending_at_exit(record)
+
+    def _make_cancel_all_tasks(self, original: Callable[[Any], None]) -> Callable[[Any], None]:
+        def _cancel_all_tasks(loop: Any) -> None:
+            try:
+                self._mark_pending(loop)
+                self._shutting_down.add(id(loop))
+            except Exception as exc:  # noqa: BLE001
+                internal_error("asyncio backend: runner shutdown", exc)
+            try:
+                original(loop)
+            finally:
+                self._shutting_down.discard(id(loop))
+
+        return _cancel_all_tasks
+
+    def _make_close(self, original: Callable[[Any], None]) -> Callable[[Any], None]:
+        def close(loop: Any) -> None:
+            try:
+                if not loop.is_running() and not loop.is_closed():
+                    self._mark_pending(loop)
+            except Exception as exc:  # noqa: BLE001
+                internal_error("asyncio backend: loop close", exc)
+            original(loop)
+
+        return close
+
+    def _make_exception_handler(
+        self, original: Callable[[Any, dict[str, Any]], None]
+    ) -> Callable[[Any, dict[str, Any]], None]:
+        registry = self.registry
+
+        def call_exception_handler(loop: Any, context: dict[str, Any]) -> None:
+            try:
+                future = context.get("future")
+                exception = context.get("exception")
+                if future is not None and exception is not None:
+                    registry.exception_logged(id(future), id(exception))
+            except Exception as exc:  # noqa: BLE001
+                internal_error("asyncio backend: exception handler", exc)
+            original(loop, context)
+
+        return call_exception_handler
+
+    def _info(self, record: TaskRecord) -> Any:
+        from .._core._snapshot import task_info
+
+        return task_info(record, self.registry)

@@ -1,0 +1,174 @@
+"""Find the user's line: the innermost frame that is not in a library we see through.
+
+Capturing a full ``traceback.extract_stack()`` per task is what makes other task
+trackers 10x slower, so the hot path keeps only a ``(code, lineno)`` pair and decides
+"library or user?" once per code object. Formatting to file/line/function happens
+later, off the hot path.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from types import CodeType, FrameType, TracebackType
+from typing import Final
+
+from ._records import Location
+
+#: A raw location: a code object and a line number, formatted only when reported.
+RawLocation = tuple[CodeType, int]
+
+#: Packages whose frames are never "the user's line" (DESIGN.md, principle 4).
+_LIBRARY_PACKAGES: Final = (
+    "asyncio",
+    "anyio",
+    "trio",
+    "sniffio",
+    "outcome",
+    "uvloop",
+    "concurrent",
+    "taskscope",
+)
+#: Standard-library modules (single files) that are equally invisible.
+_LIBRARY_MODULES: Final = ("contextlib", "threading", "selectors", "runpy", "functools")
+
+#: Code shipped inside taskscope that *is* user code: the demo service points at its
+#: own planted mistakes.
+_USER_SUBPACKAGES: Final = ("taskscope.demo",)
+
+
+def _package_dirs(names: tuple[str, ...]) -> list[str]:
+    dirs: list[str] = []
+    for name in names:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        if spec is None:
+            continue
+        for location in spec.submodule_search_locations or ():
+            dirs.append(os.path.join(os.path.realpath(location), ""))
+        if spec.origin and os.path.isabs(spec.origin) and not spec.submodule_search_locations:
+            dirs.append(os.path.realpath(spec.origin))
+    return dirs
+
+
+class LocationFilter:
+    """Decides, once per code object, whether a frame belongs to a library."""
+
+    __slots__ = ("_cache", "_library_prefixes", "_user_prefixes")
+
+    def __init__(self) -> None:
+        self._library_prefixes = tuple(_package_dirs(_LIBRARY_PACKAGES + _LIBRARY_MODULES))
+        self._user_prefixes = tuple(_package_dirs(_USER_SUBPACKAGES))
+        self._cache: dict[CodeType, bool] = {}
+
+    def is_library(self, code: CodeType) -> bool:
+        """Return True when frames of `code` are to be looked through."""
+        known = self._cache.get(code)
+        if known is not None:
+            return known
+        filename = code.co_filename
+        if filename.startswith("<frozen "):
+            result = True
+        else:
+            path = os.path.realpath(filename) if os.path.isabs(filename) else filename
+            result = path.startswith(self._library_prefixes) and not path.startswith(
+                self._user_prefixes
+            )
+        # Code objects live as long as their module, so this cache is bounded by the
+        # amount of code in the program, not by the number of tasks.
+        self._cache[code] = result
+        return result
+
+    def user_frame(
+        self,
+        frame: FrameType | None,
+        *,
+        limit: int = 64,
+        stop_at: frozenset[CodeType] = frozenset(),
+        entry_points: frozenset[CodeType] = frozenset(),
+        direct_calls: frozenset[CodeType] = frozenset(),
+    ) -> RawLocation | None:
+        """Return the innermost user frame at or above `frame`, as a raw location.
+
+        The walk stops (returning None) at a frame whose code is in `stop_at`: the
+        event loop's own callback dispatch, above which lies code that did not cause
+        this event. It also stops at an `entry_points` frame (``Runner.run``, which a
+        C loop such as uvloop dispatches callbacks under), unless the frame it came
+        from is one of `direct_calls`: then the entry point itself made the call (as
+        ``asyncio.run`` creates the main task) and its caller is the user's line.
+        """
+        is_library = self.is_library
+        previous: CodeType | None = None
+        while frame is not None and limit > 0:
+            code = frame.f_code
+            if code in stop_at or (code in entry_points and previous not in direct_calls):
+                return None
+            if not is_library(code):
+                return code, frame.f_lineno
+            previous = code
+            frame = frame.f_back
+            limit -= 1
+        return None
+
+    def stack(self, frame: FrameType | None, *, limit: int = 32) -> list[RawLocation]:
+        """Return up to `limit` frames from `frame` outwards, innermost first."""
+        frames: list[RawLocation] = []
+        while frame is not None and len(frames) < limit:
+            frames.append((frame.f_code, frame.f_lineno))
+            frame = frame.f_back
+        return frames
+
+    def traceback_frames(self, tb: TracebackType | None, *, limit: int = 32) -> list[RawLocation]:
+        """Return the frames of a traceback, outermost first (as Python prints them)."""
+        frames: list[RawLocation] = []
+        while tb is not None:
+            frames.append((tb.tb_frame.f_code, tb.tb_lineno))
+            tb = tb.tb_next
+        return frames[-limit:]
+
+    def innermost_user(self, frames: list[RawLocation]) -> RawLocation | None:
+        """Return the innermost user frame of a list ordered outermost first."""
+        for code, line in reversed(frames):
+            if not self.is_library(code):
+                return code, line
+        return None
+
+
+_default_filter: LocationFilter | None = None
+
+
+def default_filter() -> LocationFilter:
+    """Return the process-wide filter (building it resolves package paths once)."""
+    global _default_filter  # noqa: PLW0603  # a lazily built, process-wide cache
+    if _default_filter is None:
+        _default_filter = LocationFilter()
+    return _default_filter
+
+
+def to_location(raw: RawLocation | None) -> Location | None:
+    """Format a raw location for reporting (slow path)."""
+    if raw is None:
+        return None
+    code, line = raw
+    filename = code.co_filename
+    if os.path.isabs(filename):
+        filename = os.path.realpath(filename)
+    return Location(file=filename, line=line, function=code.co_qualname)
+
+
+def code_location(code: CodeType | None) -> RawLocation | None:
+    """Return where a function is defined, as a raw location."""
+    if code is None:
+        return None
+    return code, code.co_firstlineno
+
+
+def caller_frame(depth: int) -> FrameType | None:
+    """Return the frame `depth` levels above the caller, or None if the stack is shorter."""
+    try:
+        return sys._getframe(depth + 1)
+    except ValueError:
+        return None

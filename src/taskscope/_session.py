@@ -1,0 +1,186 @@
+"""The session: installs the backends, owns the registry, produces snapshots and reports.
+
+One session is active per process at a time, because the hooks it installs (loop class
+methods, trio's runner) are process-wide.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from os import PathLike
+from typing import IO, Any
+
+from ._backends import _compat
+from ._backends._asyncio import AsyncioBackend
+from ._core._clock import default_clock
+from ._core._faults import internal_error
+from ._core._instruments import Instrument, Instruments
+from ._core._location import default_filter
+from ._core._records import Finding, Snapshot
+from ._core._registry import Registry
+from ._core._snapshot import build_snapshot, wall_clock
+from ._options import Options
+
+_active_lock = threading.Lock()
+_active: Session | None = None
+
+
+class Session:
+    """A running taskscope: what `taskscope.install()` returns."""
+
+    def __init__(self, options: Options, instruments: Iterable[Instrument] = ()) -> None:
+        self.options = options
+        self.instruments = Instruments(instruments)
+        self.registry = Registry(
+            clock=options.clock,
+            history_size=options.history_size,
+            max_sites=options.max_sites,
+            locations=default_filter(),
+        )
+        self.started_at = wall_clock()
+        self.installed = False
+        self.ended = False
+        self._backends: list[Any] = []
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def _install(self) -> None:
+        asyncio_backend = AsyncioBackend(self.registry, self.instruments, self.registry.locations)
+        asyncio_backend.install()
+        self._backends.append(asyncio_backend)
+        _compat.when_imported("trio", self._on_trio_import)
+        self.installed = True
+
+    def _on_trio_import(self, _module: Any) -> None:
+        try:
+            from ._backends._trio import TrioBackend
+
+            backend = TrioBackend(self.registry, self.instruments, self.registry.locations)
+            backend.install()
+            self._backends.append(backend)
+        except Exception as exc:  # noqa: BLE001  # trio programs still run untracked
+            internal_error("trio backend: install", exc)
+
+    def uninstall(self) -> None:
+        """Remove every hook taskscope installed; the records stay readable."""
+        global _active  # noqa: PLW0603  # the one process-wide session slot
+        with _active_lock:
+            if not self.installed:
+                return
+            _compat.cancel_import_callbacks()
+            for backend in reversed(self._backends):
+                try:
+                    backend.uninstall()
+                except Exception as exc:  # noqa: BLE001
+                    internal_error(f"{type(backend).__name__}: uninstall", exc)
+            self._backends.clear()
+            self.installed = False
+            if _active is self:
+                _active = None
+
+    def end_of_program(self) -> None:
+        """Mark the end of the monitored program: what is still pending now is a finding."""
+        if self.ended:
+            return
+        self.ended = True
+        for record in list(self.registry.live.values()):
+            self.registry.mark_pending_at_exit(record)
+        self.registry.settle_failed(_compat.task_log_traceback, final=True)
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.uninstall()
+
+    # -- reading --------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """Return a frozen picture of every tracked task; safe from any thread."""
+        self.registry.settle_failed(_compat.task_log_traceback, final=self.ended)
+        return build_snapshot(self.registry, self.started_at)
+
+    def findings(self, snapshot: Snapshot | None = None) -> list[Finding]:
+        """Return the findings for `snapshot` (a new one by default)."""
+        from .analysis import find_problems
+
+        return find_problems(snapshot if snapshot is not None else self.snapshot())
+
+    def report(self, *, program: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Return the JSON report (schema ``taskscope.report/1``) as a dict."""
+        from .reports import build_report
+
+        snapshot = self.snapshot()
+        return build_report(snapshot, self.findings(snapshot), program=program)
+
+    def write_report(
+        self, path: str | PathLike[str], *, program: dict[str, Any] | None = None
+    ) -> None:
+        """Write the JSON report to `path` (atomically: a partial file never appears)."""
+        from .reports import write_json
+
+        write_json(self.report(program=program), path)
+
+    def print_summary(self, file: IO[str] | None = None) -> None:
+        """Print a short human summary (to stderr by default)."""
+        from .reports import print_summary
+
+        print_summary(self.report(), file=file if file is not None else sys.stderr)
+
+
+def current_session() -> Session | None:
+    """Return the installed session, or None."""
+    return _active
+
+
+def install(
+    *,
+    history_size: int = 10_000,
+    max_sites: int = 10_000,
+    clock: Any = None,
+    instruments: Iterable[Instrument] = (),
+) -> Session:
+    """Start observing every asyncio and trio task in this process.
+
+    Args:
+        history_size: finished tasks kept individually; older ones remain in the
+            per-creation-site aggregates.
+        max_sites: creation sites aggregated individually.
+        clock: a monotonic clock returning seconds (tests inject a `MockClock`).
+        instruments: `Instrument` objects whose hooks are called for task events.
+
+    Returns:
+        The active `Session`; call `Session.uninstall` to remove every hook.
+
+    Raises:
+        RuntimeError: a session is already installed.
+        ValueError: an option is out of range.
+    """
+    global _active  # noqa: PLW0603  # the one process-wide session slot
+    options = Options(history_size=history_size, max_sites=max_sites, clock=clock or default_clock)
+    with _active_lock:
+        if _active is not None:
+            raise RuntimeError(
+                "taskscope is already installed in this process; use "
+                "taskscope.current_session() or call session.uninstall() first"
+            )
+        session = Session(options, instruments)
+        session._install()
+        _active = session
+    return session
+
+
+@contextmanager
+def monitor(**options: Any) -> Iterator[Session]:
+    """Install taskscope for the duration of a ``with`` block.
+
+    Takes the same keyword options as `install`.
+    """
+    session = install(**options)
+    try:
+        yield session
+    finally:
+        session.uninstall()

@@ -1,0 +1,97 @@
+"""The JSON report, schema ``taskscope.report/1`` (documented in docs/report.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+from os import PathLike
+from typing import Any, Final
+
+from .._core._records import Finding, Snapshot
+
+SCHEMA_ID: Final = "taskscope.report/1"
+
+
+def to_jsonable(value: Any) -> Any:
+    """Convert records (frozen dataclasses), tuples and dicts to JSON-ready values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return repr(value)
+
+
+def default_program() -> dict[str, Any]:
+    """Describe the current process, for reports written through the Python API."""
+    return {
+        "argv": list(sys.argv),
+        "python": sys.version.split()[0],
+        "implementation": sys.implementation.name,
+        "exit_status": None,
+    }
+
+
+def build_report(
+    snapshot: Snapshot, findings: list[Finding], *, program: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Assemble the report dict from one snapshot and its findings."""
+    tasks = [to_jsonable(t) for t in snapshot.tasks]
+    by_state: dict[str, int] = {}
+    for task in snapshot.tasks:
+        by_state[task.state] = by_state.get(task.state, 0) + 1
+    by_severity = {"error": 0, "warning": 0, "info": 0}
+    for finding in findings:
+        by_severity[finding.severity] += 1
+    info = dict(default_program())
+    info.update(program or {})
+    info.setdefault("start", snapshot.started_at)
+    info.setdefault("duration", snapshot.elapsed)
+    backends = sorted({t.backend for t in snapshot.tasks})
+    info.setdefault("backends", backends)
+    return {
+        "schema": SCHEMA_ID,
+        "program": info,
+        "summary": {
+            "tasks_created": snapshot.counters.tasks_created,
+            "tasks_finished": snapshot.counters.tasks_finished,
+            "tasks_alive": snapshot.counters.tasks_alive,
+            "tasks_by_state": by_state,
+            "findings": by_severity,
+            "history_dropped": snapshot.counters.history_dropped,
+            "sites_dropped": snapshot.counters.sites_dropped,
+            "internal_errors": snapshot.counters.internal_errors,
+        },
+        "findings": [to_jsonable(f) for f in findings],
+        "tasks": tasks,
+        "sites": [to_jsonable(s) for s in snapshot.sites],
+        "regions": [to_jsonable(r) for r in snapshot.regions],
+    }
+
+
+def write_json(report: dict[str, Any], path: str | PathLike[str]) -> None:
+    """Write `report` to `path` atomically (a temporary file renamed into place).
+
+    Raises:
+        OSError: the directory does not exist or is not writable.
+    """
+    target = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(target))
+    fd, tmp = tempfile.mkstemp(prefix=".taskscope-", suffix=".json", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(report, out, indent=2, allow_nan=False, default=repr)
+            out.write("\n")
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
