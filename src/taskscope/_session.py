@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from os import PathLike
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ._backends import _compat
 from ._backends._asyncio import AsyncioBackend
@@ -19,10 +17,15 @@ from ._core._clock import default_clock
 from ._core._faults import internal_error
 from ._core._instruments import Instrument, Instruments
 from ._core._location import default_filter
-from ._core._records import Finding, Snapshot
 from ._core._registry import Registry
 from ._core._snapshot import build_snapshot, wall_clock
 from ._options import Options
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+    from os import PathLike
+
+    from ._core._records import Finding, Snapshot
 
 _active_lock = threading.Lock()
 _active: Session | None = None

@@ -7,12 +7,16 @@ import asyncio
 import functools
 import inspect
 import sys
-from collections.abc import Awaitable, Callable
-from types import TracebackType
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
-from ._core._location import RawLocation
+from ._core._faults import internal_error
 from ._session import current_session
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+    from types import TracebackType
+
+    from ._core._location import RawLocation
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -52,10 +56,17 @@ def _is_cancellation(exc_type: type[BaseException]) -> bool:
     return trio is not None and issubclass(exc_type, trio.Cancelled)
 
 
-class tracked_task:  # noqa: N801  # used like a function: @tracked_task / with tracked_task()
+@overload
+def tracked_task(name: Callable[P, Awaitable[T]], /) -> Callable[P, Awaitable[T]]: ...
+@overload
+def tracked_task(name: str | None = None, /, **annotations: Any) -> TrackedTask: ...
+
+
+def tracked_task(name: Any = None, /, **annotations: Any) -> Any:
     """Name and annotate the current task.
 
-    As a decorator of a coroutine function, the task running it takes `name` (the
+    As a decorator of a coroutine function (``@tracked_task`` or
+    ``@tracked_task("fetch", kind="http")``), the task running it takes `name` (the
     function's qualified name by default) for good when the function is the task's own
     coroutine, and for the duration of the call when it is awaited inside another task.
     As a context manager (``with tracked_task("name", user=42):``), the task carries the
@@ -64,25 +75,26 @@ class tracked_task:  # noqa: N801  # used like a function: @tracked_task / with 
     Args:
         name: the task name to show; defaults to the decorated function's name.
         **annotations: JSON-friendly values describing the work.
+
+    Raises:
+        TypeError: `name` is neither a string nor a coroutine function.
     """
+    if callable(name):  # bare @tracked_task
+        return TrackedTask(None, {})(name)
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"tracked_task name must be a string, got {name!r}")
+    return TrackedTask(name, annotations)
+
+
+class TrackedTask:
+    """What `tracked_task(...)` returns: a decorator and a context manager."""
 
     __slots__ = ("_annotations", "_name", "_restore")
 
-    @overload
-    def __new__(cls, name: Callable[P, Awaitable[T]], /) -> Callable[P, Awaitable[T]]: ...
-    @overload
-    def __new__(cls, name: str | None = None, /, **annotations: Any) -> tracked_task: ...
-
-    def __new__(cls, name: Any = None, /, **annotations: Any) -> Any:
-        if callable(name):  # bare @tracked_task
-            return cls(None)(name)
-        if name is not None and not isinstance(name, str):
-            raise TypeError(f"tracked_task name must be a string, got {name!r}")
-        self = super().__new__(cls)
+    def __init__(self, name: str | None, annotations: dict[str, Any]) -> None:
         self._name = name
         self._annotations = annotations
         self._restore: list[tuple[Any, str]] = []
-        return self
 
     def __call__(self, func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
         if not inspect.iscoroutinefunction(func):
@@ -96,9 +108,8 @@ class tracked_task:  # noqa: N801  # used like a function: @tracked_task / with 
         @functools.wraps(func)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
             task = current_task()
-            own = task is not None and _is_own_coroutine(task, wrapper)
-            scope = tracked_task(name, **annotations)
-            if own:
+            scope = TrackedTask(name, annotations)
+            if task is not None and _is_own_coroutine(task, wrapper):
                 scope._apply(task, restore=False)
                 return await func(*args, **kwargs)
             with scope:
@@ -121,11 +132,9 @@ class tracked_task:  # noqa: N801  # used like a function: @tracked_task / with 
                     record.annotations = {}
                 record.annotations.update(self._annotations)
         except Exception as exc:  # noqa: BLE001  # naming must never break the program
-            from ._core._faults import internal_error
-
             internal_error("tracked_task", exc)
 
-    def __enter__(self) -> tracked_task:
+    def __enter__(self) -> TrackedTask:
         task = current_task()
         if task is not None:
             self._apply(task, restore=True)
@@ -163,7 +172,8 @@ class tracked_scope:  # noqa: N801  # used like a function: with tracked_scope("
     __slots__ = ("_location", "_name", "_start")
 
     def __init__(self, name: str) -> None:
-        if not isinstance(name, str) or not name:
+        value: object = name
+        if not isinstance(value, str) or not value:
             raise TypeError(f"tracked_scope needs a non-empty name string, got {name!r}")
         self._name = name
         self._start = 0.0

@@ -28,16 +28,19 @@ import asyncio.events
 import asyncio.runners
 import os
 import sys
-from collections.abc import Callable
 from types import CodeType, ModuleType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .._core._faults import internal_error
-from .._core._instruments import Instruments
-from .._core._location import LocationFilter, RawLocation
 from .._core._registry import CANCELLED, COMPLETED, FAILED, Registry, TaskRecord
 from . import _compat
 from ._patching import Patches
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .._core._instruments import Instruments
+    from .._core._location import LocationFilter, RawLocation
 
 
 def _task_name(task: Any) -> str:
@@ -57,7 +60,7 @@ def _codes(*functions: Any) -> frozenset[CodeType]:
 #: The event loop's own callback dispatch: a stack walk for the user's line stops
 #: there, because whatever lies above (``asyncio.run(main())``) did not cause the event.
 _DISPATCH_CODES: Final = _codes(
-    asyncio.events.Handle._run, asyncio.base_events.BaseEventLoop._run_once
+    asyncio.events.Handle._run, getattr(asyncio.base_events.BaseEventLoop, "_run_once", None)
 )
 #: Where a program enters the loop; a C loop (uvloop) runs callbacks right under these.
 _ENTRY_CODES: Final = _codes(
@@ -106,8 +109,7 @@ class AsyncioBackend:
         self._adopt_running_loop_tasks()
         self.stop_codes = self.stop_codes | {self._timed_step.__code__}
         self.direct_codes = self.direct_codes | {
-            self._call_soon_code,
-            *([self._create_task_code] if self._create_task_code else []),
+            code for code in (self._call_soon_code, self._create_task_code) if code is not None
         }
 
     def uninstall(self) -> None:
@@ -123,7 +125,7 @@ class AsyncioBackend:
             except Exception as exc:  # noqa: BLE001  # never break an import
                 internal_error("asyncio backend: patching uvloop", exc)
 
-    def _patch_loop_class(self, cls: type) -> None:
+    def _patch_loop_class(self, cls: Any) -> None:
         if cls in self._patched_classes:
             return
         self._patched_classes.add(cls)
@@ -131,14 +133,14 @@ class AsyncioBackend:
         if _compat.PY312:
             # Only eager tasks (3.12+) can run, or even finish, without scheduling a
             # step through call_soon; they are caught when create_task returns.
-            replace(cls, "create_task", self._make_create_task(getattr(cls, "create_task")))
-        replace(cls, "call_soon", self._make_call_soon(getattr(cls, "call_soon")))
+            replace(cls, "create_task", self._make_create_task(cls.create_task))
+        replace(cls, "call_soon", self._make_call_soon(cls.call_soon))
         replace(
             cls,
             "call_exception_handler",
-            self._make_exception_handler(getattr(cls, "call_exception_handler")),
+            self._make_exception_handler(cls.call_exception_handler),
         )
-        replace(cls, "close", self._make_close(getattr(cls, "close")))
+        replace(cls, "close", self._make_close(cls.close))
 
     # -- the hot path ---------------------------------------------------------------
 
@@ -164,6 +166,11 @@ class AsyncioBackend:
                     record.steps += 1
                     if record.first_step is None:
                         record.first_step = start
+                        # Keep a name for a task that may be collected unseen later.
+                        record.name = task.get_name()
+                        if "task_created" in instruments:
+                            # Fired at the first step: only now are name and context set.
+                            instruments.call("task_created", self._info(record))
                     if duration > record.longest_step:
                         record.longest_step = duration
                         note_longest(record, task)
@@ -250,8 +257,9 @@ class AsyncioBackend:
             # the whole create_task call as its duration (an upper bound).
             end = registry.clock()
             registry.step_done(record, start, end)
-        if "task_created" in self.instruments:
-            self.instruments.call("task_created", self._info(record))
+            record.name = task.get_name()
+            if "task_created" in self.instruments:
+                self.instruments.call("task_created", self._info(record))
         if task.done():
             self.finish(record, task)
         return record
@@ -263,7 +271,7 @@ class AsyncioBackend:
         stack right now leads through ``create_task`` to the line that created it.
         A task whose coroutine already ran existed before taskscope: it is adopted.
         """
-        if not isinstance(owner, _compat.TASK_TYPES) or owner.done():
+        if not _compat.is_pending_task(owner):
             return None
         if not _compat.coroutine_started(owner.get_coro()):
             return self.track(owner, loop, sys._getframe(1), None)
@@ -280,7 +288,7 @@ class AsyncioBackend:
 
     def _adopt(self, owner: Any) -> TaskRecord | None:
         """Start tracking a task that existed before taskscope saw it (slow path)."""
-        if not isinstance(owner, _compat.TASK_TYPES) or owner.done():
+        if not _compat.is_pending_task(owner):
             return None
         coro = owner.get_coro()
         record = self.registry.new_record(
@@ -364,8 +372,8 @@ class AsyncioBackend:
         cancelled = getattr(future, "cancelled", None)
         if cancelled is None or not cancelled():
             return
-        # Task.cancel(msg) stores the message only until the task's next step.
-        record.cancel_message = _compat.task_cancel_message(task)
+        # Task.cancel(msg) hands the message to the future it is waiting on.
+        record.cancel_message = _compat.task_cancel_message(future)
         if id(loop) in self._shutting_down:
             record.cancel_cause = "shutdown"
             return

@@ -13,9 +13,11 @@ import importlib.abc
 import importlib.machinery
 import sys
 import threading
-from collections.abc import Callable, Sequence
 from types import FunctionType, MethodType, ModuleType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 PY312: Final = sys.version_info >= (3, 12)
 
@@ -49,6 +51,11 @@ def classify_callback_type(kind: type) -> int:
         result = 0
     callback_kinds[kind] = result
     return result
+
+
+def is_pending_task(obj: Any) -> bool:
+    """Return True if `obj` is an asyncio task that has not finished."""
+    return isinstance(obj, TASK_TYPES) and not obj.done()  # type: ignore[attr-defined]
 
 
 def task_exception(task: Any) -> BaseException | None:
@@ -129,9 +136,10 @@ class _PostImportFinder(importlib.abc.MetaPathFinder):
 
 def _wrap_loader(spec: importlib.machinery.ModuleSpec, fullname: str) -> None:
     loader: Any = spec.loader
-    exec_module = getattr(loader, "exec_module", None)
+    exec_module: Callable[[ModuleType], None] | None = getattr(loader, "exec_module", None)
     if exec_module is None:
         return
+    run_module: Callable[[ModuleType], None] = exec_module
 
     class _Loader:
         def __getattr__(self, name: str) -> Any:
@@ -142,7 +150,7 @@ def _wrap_loader(spec: importlib.machinery.ModuleSpec, fullname: str) -> None:
             return module
 
         def exec_module(self, module: ModuleType) -> None:
-            exec_module(module)
+            run_module(module)
             _run_import_callbacks(fullname, module)
 
     spec.loader = _Loader()  # type: ignore[assignment]
@@ -176,3 +184,118 @@ def cancel_import_callbacks() -> None:
         _import_callbacks.clear()
         if _finder in sys.meta_path:
             sys.meta_path.remove(_finder)
+
+
+# -- trio ------------------------------------------------------------------------------
+#
+# The trio backend is a `trio.abc.Instrument`; these are the private parts of trio it
+# relies on beyond that public interface. Every accessor returns None (or False) when
+# trio has moved things, and the backend then degrades instead of failing.
+
+#: The module holding ``setup_runner``, which both ``trio.run`` and
+#: ``trio.lowlevel.start_guest_run`` look up as a module global to create each run's
+#: ``Runner``: wrapping it reaches every run, however ``run`` itself was imported.
+TRIO_RUN_MODULE: Final = "trio._core._run"
+TRIO_SETUP_RUNNER: Final = "setup_runner"
+#: ``Runner.task_exited(self, task, outcome)``: the one place a task's outcome passes
+#: through before the ``task_exited`` instrument hook (which does not receive it).
+TRIO_TASK_EXITED: Final = "task_exited"
+
+
+def trio_run_module() -> ModuleType | None:
+    """Return ``trio._core._run`` if it is imported and has ``setup_runner``."""
+    module = sys.modules.get(TRIO_RUN_MODULE)
+    if module is None or not callable(getattr(module, TRIO_SETUP_RUNNER, None)):
+        return None
+    return module
+
+
+def trio_runner_class(module: ModuleType) -> type | None:
+    """Return trio's ``Runner`` class when its ``task_exited`` has the known signature."""
+    runner = getattr(module, "Runner", None)
+    method = getattr(runner, TRIO_TASK_EXITED, None) if isinstance(runner, type) else None
+    code = getattr(method, "__code__", None)
+    if code is None or code.co_varnames[: code.co_argcount] != ("self", "task", "outcome"):
+        return None
+    return runner
+
+
+def trio_add_instrument(runner: Any, instrument: Any) -> bool:
+    """Add `instrument` to a ``Runner`` being set up; False if it has no instruments."""
+    add = getattr(getattr(runner, "instruments", None), "add_instrument", None)
+    if add is None:
+        return False
+    add(instrument)
+    return True
+
+
+def trio_remove_instrument(runner: Any, instrument: Any) -> None:
+    """Remove `instrument` from a ``Runner``, if it is still there."""
+    instruments = getattr(runner, "instruments", None)
+    remove = getattr(instruments, "remove_instrument", None)
+    if remove is not None:
+        try:
+            remove(instrument)
+        except KeyError:
+            pass  # never added, or trio disabled it after it raised
+
+
+def trio_current_runner() -> Any:
+    """Return the ``Runner`` of the trio run on this thread, or None outside one."""
+    module = sys.modules.get(TRIO_RUN_MODULE)
+    context = getattr(module, "GLOBAL_RUN_CONTEXT", None)
+    return getattr(context, "runner", None)
+
+
+def trio_machinery_codes(module: ModuleType) -> frozenset[Any]:
+    """Return the code of trio's own tasks (the init task, the ``run_sync_soon`` task,
+    async generator finalizers): they are the run loop's, not the program's."""
+    names = (
+        ("Runner", "init"),
+        ("EntryQueue", "task"),
+        ("AsyncGenerators", "_finalize_one"),
+    )
+    entry_queue = sys.modules.get("trio._core._entry_queue")
+    asyncgens = sys.modules.get("trio._core._asyncgens")
+    owners = {"Runner": module, "EntryQueue": entry_queue, "AsyncGenerators": asyncgens}
+    codes = set()
+    for class_name, attribute in names:
+        cls = getattr(owners[class_name], class_name, None)
+        code = getattr(getattr(cls, attribute, None), "__code__", None)
+        if code is not None:
+            codes.add(code)
+    return frozenset(codes)
+
+
+def trio_run_loop_codes(module: ModuleType) -> tuple[frozenset[Any], frozenset[Any]]:
+    """Return (entry points, direct calls) for the user-frame walk: the run loop
+    (``unrolled_run``) dispatches every task step, so a walk that reaches it from a
+    task stops there; only the init task, which spawns the main task, sees through it
+    to the ``trio.run(...)`` line."""
+    unrolled = getattr(getattr(module, "unrolled_run", None), "__code__", None)
+    init = getattr(getattr(getattr(module, "Runner", None), "init", None), "__code__", None)
+    return (
+        frozenset([unrolled] if unrolled is not None else []),
+        frozenset([init] if init is not None else []),
+    )
+
+
+def trio_outcome_error(outcome: Any) -> tuple[bool, BaseException | None]:
+    """Split an ``outcome.Value``/``outcome.Error`` into (known, exception)."""
+    error = getattr(outcome, "error", None)
+    if isinstance(error, BaseException):
+        return True, error
+    return hasattr(outcome, "value"), None
+
+
+def trio_cancel_source(exc: BaseException) -> str | None:
+    """Return why trio cancelled (``Cancelled.source``, trio 0.30+): ``deadline``,
+    ``explicit``, ``nursery``, ``shutdown``, ``KeyboardInterrupt`` or ``unknown``."""
+    source = getattr(exc, "source", None)
+    return source if isinstance(source, str) else None
+
+
+def trio_cancel_reason(exc: BaseException) -> str | None:
+    """Return the reason given to ``CancelScope.cancel(reason=...)`` (trio 0.30+)."""
+    reason = getattr(exc, "reason", None)
+    return reason if isinstance(reason, str) else None

@@ -27,7 +27,7 @@ def internal_error(where: str, exc: BaseException) -> None:
                 exc,
                 exc_info=exc,
             )
-        except Exception:  # noqa: S110  # logging itself failed: nothing safer to do
+        except Exception:  # noqa: BLE001, S110  # logging itself failed: nothing safer to do
             pass
 
 
@@ -35,3 +35,10 @@ def internal_error_counts() -> dict[str, int]:
     """Return how often each internal failure happened since the process started."""
     with _lock:
         return dict(_counts)
+
+
+def reset_internal_errors() -> None:
+    """Forget past failures, so the next one is logged again (for tests)."""
+    with _lock:
+        _seen.clear()
+        _counts.clear()

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._records import TaskInfo
+if TYPE_CHECKING:
+    from ._records import TaskInfo
 
 logger = logging.getLogger("taskscope")
 
@@ -23,7 +24,7 @@ class Instrument:
     __slots__ = ()
 
     def task_created(self, task: TaskInfo) -> None:
-        """Called when a task is created (or first seen)."""
+        """Called when taskscope first sees a task, just before its first step."""
 
     def before_task_step(self, task_id: int) -> None:
         """Called on the event loop thread just before a task step runs."""

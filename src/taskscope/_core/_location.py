@@ -47,8 +47,8 @@ def _package_dirs(names: tuple[str, ...]) -> list[str]:
             continue
         if spec is None:
             continue
-        for location in spec.submodule_search_locations or ():
-            dirs.append(os.path.join(os.path.realpath(location), ""))
+        locations = spec.submodule_search_locations or ()
+        dirs.extend(os.path.join(os.path.realpath(location), "") for location in locations)
         if spec.origin and os.path.isabs(spec.origin) and not spec.submodule_search_locations:
             dirs.append(os.path.realpath(spec.origin))
     return dirs

@@ -12,19 +12,22 @@ from __future__ import annotations
 import itertools
 import weakref
 from collections import deque
-from collections.abc import Callable
-from types import CodeType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from ._clock import Clock
-from ._location import LocationFilter, RawLocation
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import CodeType
+
+    from ._clock import Clock
+    from ._location import LocationFilter, RawLocation
+    from ._records import TaskState
 
 # Task states as small ints on the hot path; names only when reported.
 PENDING: Final = 0
 COMPLETED: Final = 1
 FAILED: Final = 2
 CANCELLED: Final = 3
-STATE_NAMES: Final = ("pending", "completed", "failed", "cancelled")
+STATE_NAMES: Final[tuple[TaskState, ...]] = ("pending", "completed", "failed", "cancelled")
 
 #: Creation sites aggregated individually; past this, new sites share one bucket.
 DEFAULT_MAX_SITES: Final = 10_000
@@ -33,10 +36,11 @@ DEFAULT_MAX_SITES: Final = 10_000
 MAX_NOTABLE: Final = 1_000
 
 
-class _TaskRef(weakref.ref):  # type: ignore[type-arg]
+class _TaskRef(weakref.ref[Any]):
     """A weak reference to a task that remembers the task's registry key."""
 
     __slots__ = ("key",)
+    key: int
 
     def __new__(cls, task: Any, callback: Callable[[Any], None], key: int) -> _TaskRef:
         self = super().__new__(cls, task, callback)
@@ -44,7 +48,8 @@ class _TaskRef(weakref.ref):  # type: ignore[type-arg]
         return self
 
     def __init__(self, task: Any, callback: Callable[[Any], None], key: int) -> None:
-        super().__init__(task, callback)
+        # weakref.ref.__init__ takes (object, callback); the key was set in __new__.
+        super().__init__(task, callback)  # type: ignore[call-arg]
 
 
 class SiteAggregate:
@@ -170,7 +175,7 @@ class TaskRecord:
         if task is not None:
             try:
                 self.name = self.name_of(task)
-            except Exception:  # noqa: S110  # a broken name never breaks a snapshot
+            except Exception:  # noqa: BLE001, S110  # a broken name never breaks a snapshot
                 pass
         return self.name
 
@@ -271,7 +276,7 @@ class Registry:
     def _gone(self, ref: weakref.ref[Any]) -> None:
         # One bound method serves every task; the key rides on the weakref itself, so
         # no closure is allocated per task.
-        self.task_gone(ref.key)  # type: ignore[attr-defined]
+        self.task_gone(ref.key)  # type: ignore[attr-defined]  # always a _TaskRef
 
     # -- steps and endings ----------------------------------------------------------
 
@@ -295,7 +300,7 @@ class Registry:
         record.ended = self.clock()
         try:
             record.name = record.name_of(task)
-        except Exception:  # noqa: S110  # keep the last known name
+        except Exception:  # noqa: BLE001, S110  # keep the last known name
             pass
         self.live.pop(record.owner_key, None)
         if state == FAILED:

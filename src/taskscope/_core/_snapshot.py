@@ -46,7 +46,7 @@ def task_info(record: TaskRecord, registry: Registry, now: float | None = None) 
     if record.state == PENDING:
         state = "running" if record.step_start else "pending"
     else:
-        state = STATE_NAMES[record.state]  # type: ignore[assignment]
+        state = STATE_NAMES[record.state]
     # A step in progress counts towards busy time up to now.
     busy = record.busy + (now - record.step_start if record.step_start else 0.0)
     end = record.ended if record.ended is not None else now
