@@ -43,9 +43,25 @@ if TYPE_CHECKING:
     from .._core._location import LocationFilter, RawLocation
 
 
-def _task_name(task: Any) -> str:
-    name: str = task.get_name()
-    return name
+current_task = asyncio.current_task
+task_types = _compat.TASK_TYPES
+
+
+class AsyncioTaskRecord(TaskRecord):
+    """A record of an asyncio task."""
+
+    __slots__ = ()
+    backend = "asyncio"
+
+    @staticmethod
+    def name_of(task: Any) -> str:
+        """Read the task's current name."""
+        name: str = task.get_name()
+        return name
+
+
+def _qualname(coro: Any) -> str:
+    return str(getattr(coro, "__qualname__", type(coro).__qualname__))
 
 
 def _code_of(coro: Any) -> CodeType | None:
@@ -70,6 +86,13 @@ _ENTRY_CODES: Final = _codes(
 )
 
 
+# Frame kinds for `AsyncioBackend.user_frame`.
+_USER: Final = 0
+_LIBRARY: Final = 1
+_DISPATCH: Final = 2
+_ENTRY: Final = 3
+
+
 class AsyncioBackend:
     """Wraps the loop classes' task entry points; `uninstall` restores them exactly."""
 
@@ -89,6 +112,9 @@ class AsyncioBackend:
         #: ``id()`` of loops inside ``_cancel_all_tasks`` (cancellations there are shutdown).
         self._shutting_down: set[int] = set()
         self._timed_step = self._make_timed_step()
+        #: Code object -> frame kind (user, library, dispatch, entry point).
+        self._frame_kinds: dict[CodeType, int] = dict.fromkeys(_DISPATCH_CODES, _DISPATCH)
+        self._frame_kinds.update(dict.fromkeys(_ENTRY_CODES, _ENTRY))
         self._call_soon_code: CodeType | None = None
         self._create_task_code: CodeType | None = None
 
@@ -108,6 +134,7 @@ class AsyncioBackend:
             )
         self._adopt_running_loop_tasks()
         self.stop_codes = self.stop_codes | {self._timed_step.__code__}
+        self._frame_kinds[self._timed_step.__code__] = _DISPATCH
         self.direct_codes = self.direct_codes | {
             code for code in (self._call_soon_code, self._create_task_code) if code is not None
         }
@@ -148,6 +175,7 @@ class AsyncioBackend:
         clock = self.registry.clock
         instruments = self.instruments
         finish = self.finish
+        first_step = self._first_step
         note_longest = self._note_longest
 
         def timed_step(record: TaskRecord, task: Any, callback: Any, *args: Any) -> None:
@@ -166,22 +194,28 @@ class AsyncioBackend:
                     record.steps += 1
                     if record.first_step is None:
                         record.first_step = start
-                        # Keep a name for a task that may be collected unseen later.
-                        record.name = task.get_name()
-                        if "task_created" in instruments:
-                            # Fired at the first step: only now are name and context set.
-                            instruments.call("task_created", self._info(record))
-                    if duration > record.longest_step:
+                        first_step(record, task)
+                    if task.done():
+                        record.longest_step = max(record.longest_step, duration)
+                        finish(record, task)
+                    elif duration > record.longest_step:
                         record.longest_step = duration
                         note_longest(record, task)
                     if "after_task_step" in instruments:
                         instruments.call("after_task_step", record.id, duration)
-                    if task.done():
-                        finish(record, task)
                 except Exception as exc:  # noqa: BLE001  # never raise into the loop
                     internal_error("asyncio backend: step accounting", exc)
 
         return timed_step
+
+    def _first_step(self, record: TaskRecord, task: Any) -> None:
+        if not task.done():
+            # Keep a name for a task that may be collected unseen later (a finished
+            # task's name is read by `finish`).
+            record.name = task.get_name()
+        if "task_created" in self.instruments:
+            # Fired at the first step: only now are the task's name and context set.
+            self.instruments.call("task_created", self._info(record))
 
     def _make_call_soon(self, original: Callable[..., Any]) -> Callable[..., Any]:
         live = self.registry.live
@@ -203,8 +237,9 @@ class AsyncioBackend:
                     if record is None:
                         record = discover(owner, loop)
                     if record is not None:
-                        if args and record.cancel_cause is None:
-                            note_cancel(record, loop, args[0], owner)
+                        # A wakeup with a cancelled future delivers a cancellation.
+                        if args and record.cancel_cause is None and args[0].cancelled():
+                            note_cancel(record, loop, args[0])
                         return original(
                             loop, timed_step, record, owner, callback, *args, context=context
                         )
@@ -240,26 +275,24 @@ class AsyncioBackend:
         the user's line; `start` is when ``create_task`` began, for eager tasks."""
         registry = self.registry
         coro = task.get_coro()
-        code = _code_of(coro)
-        parent = asyncio.current_task(loop)
+        code = getattr(coro, "cr_code", None)
+        parent = current_task(loop)
         parent_record = registry.live.get(id(parent)) if parent is not None else None
         record = registry.new_record(
             task,
-            backend="asyncio",
-            name_of=_task_name,
-            created_at=self.user_frame(frame),
-            code=code,
-            coroutine=getattr(coro, "__qualname__", type(coro).__qualname__),
-            parent_id=parent_record.id if parent_record is not None else None,
+            AsyncioTaskRecord,
+            self.user_frame(frame),
+            code,
+            parent_record.id if parent_record is not None else None,
         )
+        if code is None:
+            record.coroutine_override = _qualname(coro)
         if start is not None and _compat.coroutine_started(coro):
             # An eager task ran its first step inside the constructor; count it, with
             # the whole create_task call as its duration (an upper bound).
             end = registry.clock()
             registry.step_done(record, start, end)
-            record.name = task.get_name()
-            if "task_created" in self.instruments:
-                self.instruments.call("task_created", self._info(record))
+            self._first_step(record, task)
         if task.done():
             self.finish(record, task)
         return record
@@ -271,35 +304,46 @@ class AsyncioBackend:
         stack right now leads through ``create_task`` to the line that created it.
         A task whose coroutine already ran existed before taskscope: it is adopted.
         """
-        if not _compat.is_pending_task(owner):
+        if not isinstance(owner, task_types) or owner.done():
             return None
-        if not _compat.coroutine_started(owner.get_coro()):
-            return self.track(owner, loop, sys._getframe(1), None)
-        return self._adopt(owner)
+        coro = owner.get_coro()
+        # Already ran (its frame is finished or suspended): it existed before us.
+        if getattr(coro, "cr_frame", 0) is None or getattr(coro, "cr_suspended", False):
+            return self._adopt(owner)
+        return self.track(owner, loop, sys._getframe(1), None)
 
     def user_frame(self, frame: Any) -> RawLocation | None:
-        """Return the user's line responsible for what is happening at `frame`."""
-        return self.locations.user_frame(
-            frame,
-            stop_at=self.stop_codes,
-            entry_points=_ENTRY_CODES,
-            direct_calls=self.direct_codes,
-        )
+        """Return the user's line responsible for what is happening at `frame`.
+
+        Inlines `LocationFilter.user_frame` with one cache that also knows the loop's
+        dispatch and entry codes, because this runs once per task on the event loop.
+        """
+        kinds = self._frame_kinds
+        previous = None
+        depth = 0
+        while frame is not None and depth < 64:
+            code = frame.f_code
+            kind = kinds.get(code)
+            if kind is None:
+                kind = kinds[code] = _LIBRARY if self.locations.is_library(code) else _USER
+            if kind == _USER:
+                return code, frame.f_lineno
+            if kind == _DISPATCH or (kind == _ENTRY and previous not in self.direct_codes):
+                return None
+            previous = code
+            frame = frame.f_back
+            depth += 1
+        return None
 
     def _adopt(self, owner: Any) -> TaskRecord | None:
         """Start tracking a task that existed before taskscope saw it (slow path)."""
         if not _compat.is_pending_task(owner):
             return None
         coro = owner.get_coro()
-        record = self.registry.new_record(
-            owner,
-            backend="asyncio",
-            name_of=_task_name,
-            created_at=None,
-            code=_code_of(coro),
-            coroutine=getattr(coro, "__qualname__", type(coro).__qualname__),
-            parent_id=None,
-        )
+        code = _code_of(coro)
+        record = self.registry.new_record(owner, AsyncioTaskRecord, None, code, None)
+        if code is None:
+            record.coroutine_override = _qualname(coro)
         record.adopted = True
         return record
 
@@ -360,18 +404,15 @@ class AsyncioBackend:
                 frame = inner
                 if rename:
                     record.code = inner.f_code
-                    record.coroutine = inner.f_code.co_qualname
+                    record.coroutine_override = None
                     rename = False
             coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
             depth += 1
         record.longest_step_at = (frame.f_code, frame.f_lineno) if frame is not None else None
 
-    def _note_cancel_request(self, record: TaskRecord, loop: Any, future: Any, task: Any) -> None:
+    def _note_cancel_request(self, record: TaskRecord, loop: Any, future: Any) -> None:
         """A task's wakeup is scheduled with a cancelled future: cancellation is being
         delivered, and the stack right now is the code that requested it."""
-        cancelled = getattr(future, "cancelled", None)
-        if cancelled is None or not cancelled():
-            return
         # Task.cancel(msg) hands the message to the future it is waiting on.
         record.cancel_message = _compat.task_cancel_message(future)
         if id(loop) in self._shutting_down:

@@ -36,22 +36,6 @@ DEFAULT_MAX_SITES: Final = 10_000
 MAX_NOTABLE: Final = 1_000
 
 
-class _TaskRef(weakref.ref[Any]):
-    """A weak reference to a task that remembers the task's registry key."""
-
-    __slots__ = ("key",)
-    key: int
-
-    def __new__(cls, task: Any, callback: Callable[[Any], None], key: int) -> _TaskRef:
-        self = super().__new__(cls, task, callback)
-        self.key = key
-        return self
-
-    def __init__(self, task: Any, callback: Callable[[Any], None], key: int) -> None:
-        # weakref.ref.__init__ takes (object, callback); the key was set in __new__.
-        super().__init__(task, callback)  # type: ignore[call-arg]
-
-
 class SiteAggregate:
     """Running totals for the tasks created at one place (mutable, internal)."""
 
@@ -85,36 +69,26 @@ class TaskRecord:
     """What taskscope knows about one task while it lives (mutable, internal).
 
     Backends write the fields; `Session.snapshot` turns them into frozen `TaskInfo`.
+    Each backend subclasses it to set `backend` and `name_of` as class constants, so a
+    record (made once per task, on the loop) costs one call and slot stores.
     """
 
+    # Hot fields, written for every task, are slots set once in __init__. Cold fields,
+    # set only for tasks that fail, are cancelled, leak or are annotated, are class
+    # defaults: an instance grows a __dict__ only when one of them is set.
     __slots__ = (
-        "adopted",
-        "annotations",
-        "backend",
+        "__dict__",
         "busy",
-        "cancel_cause",
-        "cancel_location",
-        "cancel_message",
-        "cancel_requester",
         "code",
-        "coroutine",
         "created",
         "created_at",
-        "created_at_is_definition",
-        "destroyed_pending",
         "ended",
-        "exception",
-        "exception_id",
-        "exception_retrieved",
         "first_step",
         "id",
         "longest_step",
-        "longest_step_at",
         "name",
-        "name_of",
         "owner_key",
         "parent_id",
-        "pending_at_exit",
         "ref",
         "site",
         "state",
@@ -122,47 +96,73 @@ class TaskRecord:
         "steps",
     )
 
+    #: ``asyncio`` or ``trio`` (a class constant of each backend's subclass).
+    backend: str = ""
+    #: True when no user frame created the task and `created_at` is the coroutine's
+    #: definition instead.
+    created_at_is_definition: bool = False
+    #: The coroutine's qualified name when it differs from ``code.co_qualname``.
+    coroutine_override: str | None = None
+    #: Where the task was suspended after its longest step.
+    longest_step_at: RawLocation | None = None
+    #: (type name, message, frames outermost first), extracted at finish so the record
+    #: never keeps a traceback (and its frames) alive.
+    exception: tuple[str, str, list[RawLocation]] | None = None
+    exception_id: int = 0
+    exception_retrieved: bool | None = None
+    cancel_cause: str | None = None
+    cancel_requester: tuple[int, str] | None = None
+    cancel_location: RawLocation | None = None
+    cancel_message: str | None = None
+    pending_at_exit: bool = False
+    destroyed_pending: bool = False
+    adopted: bool = False
+    annotations: dict[str, Any] | None = None
+
     def __init__(
         self,
         record_id: int,
-        backend: str,
         created: float,
-        name_of: Callable[[Any], str],
+        code: CodeType | None,
+        created_at: RawLocation | None,
+        parent_id: int | None,
+        owner_key: int,
+        ref: weakref.ref[Any] | None,
+        site: SiteAggregate | None,
     ) -> None:
         self.id = record_id
-        self.backend = backend
         self.created = created
-        self.name_of = name_of
+        self.code = code
+        #: Innermost user frame of the creating call (or the coroutine's definition).
+        self.created_at = created_at
+        self.parent_id = parent_id
+        #: The registry key: ``id()`` of the task object.
+        self.owner_key = owner_key
+        #: Weak reference to the task; None once finished (failed tasks keep it until
+        #: the retrieval of their exception is settled).
+        self.ref = ref
+        self.site = site
         self.name = ""
-        self.coroutine = ""
-        self.code: CodeType | None = None
-        self.created_at: RawLocation | None = None
-        self.created_at_is_definition = False
-        self.parent_id: int | None = None
-        self.ref: weakref.ref[Any] | None = None
-        self.owner_key = 0
-        self.site: SiteAggregate | None = None
         self.state = PENDING
         self.first_step: float | None = None
+        #: Clock reading when the current step began; 0.0 between steps.
         self.step_start = 0.0
         self.ended: float | None = None
         self.busy = 0.0
         self.steps = 0
         self.longest_step = 0.0
-        self.longest_step_at: RawLocation | None = None
-        # Exception as (type name, message, frames outermost first), extracted at finish
-        # so the record never keeps a traceback (and its frames) alive.
-        self.exception: tuple[str, str, list[RawLocation]] | None = None
-        self.exception_id = 0
-        self.exception_retrieved: bool | None = None
-        self.cancel_cause: str | None = None
-        self.cancel_requester: tuple[int, str] | None = None
-        self.cancel_location: RawLocation | None = None
-        self.cancel_message: str | None = None
-        self.pending_at_exit = False
-        self.destroyed_pending = False
-        self.adopted = False
-        self.annotations: dict[str, Any] | None = None
+
+    @staticmethod
+    def name_of(task: Any) -> str:
+        """Read the task's current name (each backend's subclass overrides this)."""
+        return str(getattr(task, "name", ""))
+
+    @property
+    def coroutine(self) -> str:
+        """Qualified name of the task's coroutine function."""
+        if self.coroutine_override is not None:
+            return self.coroutine_override
+        return self.code.co_qualname if self.code is not None else ""
 
     def task(self) -> Any:
         """Return the task object while it is alive, else None."""
@@ -215,7 +215,11 @@ class Registry:
         #: keeps a forgotten task alive and can see it being destroyed.
         self.live: dict[int, TaskRecord] = {}
         self.history: deque[TaskRecord] = deque(maxlen=history_size)
-        self.sites: dict[RawLocation | None, SiteAggregate] = {}
+        #: Aggregates by ``(id(code), line)`` of the creation site (None: unknown site).
+        self.sites: dict[tuple[int, int] | None, SiteAggregate] = {}
+        #: ``id()`` of each live weakref -> registry key of its task.
+        self._ref_keys: dict[int, int] = {}
+        self._gone_callback = self._gone  # one bound method for every weakref
         self.max_sites = max_sites
         self.regions: dict[str, RegionAggregate] = {}
         #: Records that carry a finding, kept even after they leave the history.
@@ -233,50 +237,65 @@ class Registry:
     def new_record(
         self,
         task: Any,
-        *,
-        backend: str,
-        name_of: Callable[[Any], str],
+        record_class: type[TaskRecord],
         created_at: RawLocation | None,
         code: CodeType | None,
-        coroutine: str,
         parent_id: int | None,
     ) -> TaskRecord:
-        """Create and register the record of a new live task (hot path)."""
-        record = TaskRecord(next(self._ids), backend, self.clock(), name_of)
-        record.code = code
-        record.coroutine = coroutine
-        record.parent_id = parent_id
-        if created_at is None and code is not None:
-            created_at = (code, code.co_firstlineno)
-            record.created_at_is_definition = True
-        record.created_at = created_at
-        key = id(task)
-        record.owner_key = key
-        record.ref = _TaskRef(task, self._gone, key)
-        site = self.sites.get(created_at)
+        """Create and register the record of a new live task (hot path).
+
+        `created_at` is the innermost user frame of the creating call, or None when
+        there was none (then the coroutine's definition stands in for it).
+        """
+        is_definition = False
+        if created_at is None:
+            site_key: tuple[int, int] | None = None
+            if code is not None:
+                created_at = (code, code.co_firstlineno)
+                is_definition = True
+        else:
+            site_key = (id(created_at[0]), created_at[1])
+        site = self.sites.get(site_key)
         if site is None:
-            site = self._new_site(created_at, code)
+            site = self._new_site(site_key, created_at, code)
         site.created += 1
         site.alive += 1
-        record.site = site
+        key = id(task)
+        ref = weakref.ref(task, self._gone_callback)
+        self._ref_keys[id(ref)] = key
+        record = record_class(
+            next(self._ids), self.clock(), code, created_at, parent_id, key, ref, site
+        )
+        if is_definition:
+            record.created_at_is_definition = True
         self.live[key] = record
         self.created += 1
         return record
 
-    def _new_site(self, raw: RawLocation | None, code: CodeType | None) -> SiteAggregate:
-        if len(self.sites) >= self.max_sites:
+    def _new_site(
+        self, key: tuple[int, int] | None, raw: RawLocation | None, code: CodeType | None
+    ) -> SiteAggregate:
+        if key is not None and len(self.sites) >= self.max_sites:
             self.sites_dropped += 1
-            site = self.sites.get(None)
-            if site is None:
-                site = self.sites[None] = SiteAggregate(None, None)
-            return site
-        site = self.sites[raw] = SiteAggregate(raw, code)
+            key = raw = None
+        site = self.sites.get(key)
+        if site is None:
+            # The site keeps its code object alive, so the id() in its key stays unique.
+            site = self.sites[key] = SiteAggregate(raw, code)
         return site
 
     def _gone(self, ref: weakref.ref[Any]) -> None:
-        # One bound method serves every task; the key rides on the weakref itself, so
-        # no closure is allocated per task.
-        self.task_gone(ref.key)  # type: ignore[attr-defined]  # always a _TaskRef
+        # One bound method serves every task's weakref; no closure per task.
+        key = self._ref_keys.pop(id(ref), None)
+        if key is not None:
+            self.task_gone(key)
+
+    def drop_ref(self, record: TaskRecord) -> None:
+        """Stop watching a record's task for collection."""
+        ref = record.ref
+        if ref is not None:
+            self._ref_keys.pop(id(ref), None)
+            record.ref = None
 
     # -- steps and endings ----------------------------------------------------------
 
@@ -307,7 +326,7 @@ class Registry:
             # Keep watching until the exception is retrieved or logged as never retrieved.
             self.failed_watch[record.owner_key] = record
         else:
-            record.ref = None  # drop the weakref: no callback for a finished task
+            self.drop_ref(record)  # no callback for a finished task
         site = record.site
         if site is not None:
             site.alive -= 1
@@ -343,7 +362,7 @@ class Registry:
             # finaliser reports that through the loop's exception handler, which runs
             # before or (for cyclic garbage) after this callback; `exception_logged`
             # settles it either way, and `settle_failed` treats silence as retrieved.
-            record.ref = None
+            record.ref = None  # its _ref_keys entry was popped by _gone
 
     def exception_logged(self, key: int, exception_id: int) -> bool:
         """The loop reported a task's exception as never retrieved; True if it is ours."""
@@ -371,7 +390,7 @@ class Registry:
                 self.failed_watch.pop(key, None)
             elif not is_unretrieved(task):
                 record.exception_retrieved = True
-                record.ref = None
+                self.drop_ref(record)
                 self.failed_watch.pop(key, None)
             elif final:
                 record.exception_retrieved = False
