@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 
 current_task = asyncio.current_task
-task_types = _compat.TASK_TYPES
+task_types: tuple[type[Any], ...] = _compat.TASK_TYPES
 
 
 class AsyncioTaskRecord(TaskRecord):

@@ -119,7 +119,7 @@ class TaskRecord:
     adopted: bool = False
     annotations: dict[str, Any] | None = None
 
-    def __init__(
+    def __init__(  # noqa: PLR0917  # positional on purpose: called once per task
         self,
         record_id: int,
         created: float,
