@@ -42,3 +42,13 @@ __all__ = [
 ]
 
 __version__ = "0.1.0.dev0"
+
+# Public objects say they live here (reprs, docs and pickles show the public path).
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("taskscope."):
+        try:
+            _obj.__module__ = "taskscope"
+        except (AttributeError, TypeError):  # pragma: no cover  # builtins refuse
+            pass
+del _name, _obj
