@@ -192,15 +192,22 @@ class AsyncioBackend:
                     duration = end - start
                     record.busy += duration
                     record.steps += 1
-                    if record.first_step is None:
-                        record.first_step = start
-                        first_step(record, task)
                     if task.done():
-                        record.longest_step = max(record.longest_step, duration)
+                        # The common short task: first and last step at once.
+                        if record.first_step is None:
+                            record.first_step = start
+                            if "task_created" in instruments:
+                                first_step(record, task)
+                        if duration > record.longest_step:
+                            record.longest_step = duration
                         finish(record, task)
-                    elif duration > record.longest_step:
-                        record.longest_step = duration
-                        note_longest(record, task)
+                    else:
+                        if record.first_step is None:
+                            record.first_step = start
+                            first_step(record, task)
+                        if duration > record.longest_step:
+                            record.longest_step = duration
+                            note_longest(record, task)
                     if "after_task_step" in instruments:
                         instruments.call("after_task_step", record.id, duration)
                 except Exception as exc:  # noqa: BLE001  # never raise into the loop
@@ -209,10 +216,9 @@ class AsyncioBackend:
         return timed_step
 
     def _first_step(self, record: TaskRecord, task: Any) -> None:
-        if not task.done():
-            # Keep a name for a task that may be collected unseen later (a finished
-            # task's name is read by `finish`).
-            record.name = task.get_name()
+        """The task ran for the first time: take its name, tell the instruments."""
+        # Keep a name for a task that may be collected unseen later.
+        record.name = task.get_name()
         if "task_created" in self.instruments:
             # Fired at the first step: only now are the task's name and context set.
             self.instruments.call("task_created", self._info(record))
@@ -252,7 +258,7 @@ class AsyncioBackend:
 
     def _make_create_task(self, original: Callable[..., Any]) -> Callable[..., Any]:
         clock = self.registry.clock
-        track = self.track
+        track_eager = self._track_eager
         live = self.registry.live
 
         def create_task(loop: Any, coro: Any, *args: Any, **kwargs: Any) -> Any:
@@ -260,7 +266,7 @@ class AsyncioBackend:
             task = original(loop, coro, *args, **kwargs)
             try:
                 if id(task) not in live:
-                    track(task, loop, sys._getframe(1), start)
+                    track_eager(task, loop, sys._getframe(0), start)
             except Exception as exc:  # noqa: BLE001  # the task is returned regardless
                 internal_error("asyncio backend: create_task", exc)
             return task
@@ -270,16 +276,28 @@ class AsyncioBackend:
 
     # -- recording ------------------------------------------------------------------
 
-    def track(self, task: Any, loop: Any, frame: Any, start: float | None) -> TaskRecord:
-        """Register a task being created; `frame` is the innermost frame to search for
-        the user's line; `start` is when ``create_task`` began, for eager tasks."""
+    def _discover(self, owner: Any, loop: Any, frame: Any = None) -> TaskRecord | None:
+        """An untracked task schedules a step: record it (once per task, hot path).
+
+        A task schedules its first step from its constructor, so for a new task the
+        stack right now leads through ``create_task`` to the line that created it
+        (`frame` is where to start looking; the caller's caller by default). A task
+        whose coroutine already ran existed before taskscope: it is adopted.
+        """
+        if not isinstance(owner, task_types) or owner.done():
+            return None
+        coro = owner.get_coro()
+        if frame is None:
+            # Already ran (its frame is finished or suspended): it existed before us.
+            if getattr(coro, "cr_frame", 0) is None or getattr(coro, "cr_suspended", False):
+                return self._adopt(owner)
+            frame = sys._getframe(1)
         registry = self.registry
-        coro = task.get_coro()
         code = getattr(coro, "cr_code", None)
         parent = current_task(loop)
         parent_record = registry.live.get(id(parent)) if parent is not None else None
         record = registry.new_record(
-            task,
+            owner,
             AsyncioTaskRecord,
             self.user_frame(frame),
             code,
@@ -287,30 +305,22 @@ class AsyncioBackend:
         )
         if code is None:
             record.coroutine_override = _qualname(coro)
-        if start is not None and _compat.coroutine_started(coro):
-            # An eager task ran its first step inside the constructor; count it, with
-            # the whole create_task call as its duration (an upper bound).
-            end = registry.clock()
-            registry.step_done(record, start, end)
+        return record
+
+    def _track_eager(self, task: Any, loop: Any, frame: Any, start: float) -> None:
+        """Record a task that ``create_task`` returned without it scheduling a step:
+        an eager task (3.12+) that ran its first step, or finished, in the constructor."""
+        record = self._discover(task, loop, frame)
+        if record is None:  # it finished eagerly: record it all the same
+            record = self.registry.new_record(
+                task, AsyncioTaskRecord, self.user_frame(frame), _code_of(task.get_coro()), None
+            )
+        if _compat.coroutine_started(task.get_coro()):
+            # Its first step ran inside create_task; that call's duration stands for it.
+            self.registry.step_done(record, start, self.registry.clock())
             self._first_step(record, task)
         if task.done():
             self.finish(record, task)
-        return record
-
-    def _discover(self, owner: Any, loop: Any) -> TaskRecord | None:
-        """An untracked task schedules a step (once per task, from call_soon).
-
-        A task schedules its first step from its constructor, so for a new task the
-        stack right now leads through ``create_task`` to the line that created it.
-        A task whose coroutine already ran existed before taskscope: it is adopted.
-        """
-        if not isinstance(owner, task_types) or owner.done():
-            return None
-        coro = owner.get_coro()
-        # Already ran (its frame is finished or suspended): it existed before us.
-        if getattr(coro, "cr_frame", 0) is None or getattr(coro, "cr_suspended", False):
-            return self._adopt(owner)
-        return self.track(owner, loop, sys._getframe(1), None)
 
     def user_frame(self, frame: Any) -> RawLocation | None:
         """Return the user's line responsible for what is happening at `frame`.

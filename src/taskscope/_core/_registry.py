@@ -36,6 +36,22 @@ DEFAULT_MAX_SITES: Final = 10_000
 MAX_NOTABLE: Final = 1_000
 
 
+_LINE_SPAN: Final = 1 << 20
+
+
+def site_key_of(raw: RawLocation) -> int | tuple[int, int]:
+    """Key a creation site by its code object's id and line, as an int when it can be.
+
+    Ids of distinct live code objects differ by at least 16, so ``id * 2**20 + line``
+    is unique for lines below 2**20 (a tuple is used beyond). The site aggregate keeps
+    its code object alive, so the id stays its own.
+    """
+    code, line = raw
+    if 0 < line < _LINE_SPAN:
+        return id(code) * _LINE_SPAN + line
+    return (id(code), line)
+
+
 class SiteAggregate:
     """Running totals for the tasks created at one place (mutable, internal)."""
 
@@ -215,8 +231,8 @@ class Registry:
         #: keeps a forgotten task alive and can see it being destroyed.
         self.live: dict[int, TaskRecord] = {}
         self.history: deque[TaskRecord] = deque(maxlen=history_size)
-        #: Aggregates by ``(id(code), line)`` of the creation site (None: unknown site).
-        self.sites: dict[tuple[int, int] | None, SiteAggregate] = {}
+        #: Aggregates by creation site (`site_key_of`; 0: unknown site or overflow).
+        self.sites: dict[int | tuple[int, int], SiteAggregate] = {}
         #: ``id()`` of each live weakref -> registry key of its task.
         self._ref_keys: dict[int, int] = {}
         self._gone_callback = self._gone  # one bound method for every weakref
@@ -249,15 +265,18 @@ class Registry:
         """
         is_definition = False
         if created_at is None:
-            site_key: tuple[int, int] | None = None
+            site_key = 0
             if code is not None:
                 created_at = (code, code.co_firstlineno)
                 is_definition = True
         else:
-            site_key = (id(created_at[0]), created_at[1])
+            site_key = site_key_of(created_at)
         site = self.sites.get(site_key)
         if site is None:
             site = self._new_site(site_key, created_at, code)
+        elif created_at is not None and site.raw is not None:
+            # Share the site's tuple: one fewer object per task for the cyclic GC.
+            created_at = site.raw
         site.created += 1
         site.alive += 1
         key = id(task)
@@ -273,11 +292,12 @@ class Registry:
         return record
 
     def _new_site(
-        self, key: tuple[int, int] | None, raw: RawLocation | None, code: CodeType | None
+        self, key: int | tuple[int, int], raw: RawLocation | None, code: CodeType | None
     ) -> SiteAggregate:
-        if key is not None and len(self.sites) >= self.max_sites:
+        if key != 0 and len(self.sites) >= self.max_sites:
             self.sites_dropped += 1
-            key = raw = None
+            key = 0
+            raw = None
         site = self.sites.get(key)
         if site is None:
             # The site keeps its code object alive, so the id() in its key stays unique.
@@ -326,7 +346,11 @@ class Registry:
             # Keep watching until the exception is retrieved or logged as never retrieved.
             self.failed_watch[record.owner_key] = record
         else:
-            self.drop_ref(record)  # no callback for a finished task
+            # No weakref callback for a finished task (drop_ref, inlined: once per task).
+            ref = record.ref
+            if ref is not None:
+                self._ref_keys.pop(id(ref), None)
+                record.ref = None
         site = record.site
         if site is not None:
             site.alive -= 1
