@@ -264,6 +264,7 @@ class Registry:
         there was none (then the coroutine's definition stands in for it).
         """
         is_definition = False
+        site_key: int | tuple[int, int]
         if created_at is None:
             site_key = 0
             if code is not None:
