@@ -415,6 +415,9 @@ class AsyncioBackend:
                 if rename:
                     record.code = inner.f_code
                     record.coroutine_override = None
+                    site = record.site
+                    if site is not None and (site.code is None or is_library(site.code)):
+                        site.code = inner.f_code
                     rename = False
             coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
             depth += 1

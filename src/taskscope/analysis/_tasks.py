@@ -14,10 +14,6 @@ def _ref(task: TaskInfo) -> TaskRef:
     return TaskRef(id=task.id, name=task.name)
 
 
-def _where(task: TaskInfo) -> str:
-    return f" (created at {task.created_at})" if task.created_at is not None else ""
-
-
 def unretrieved_exception(task: TaskInfo) -> Finding | None:
     """A task failed and nobody awaited it or asked for its result or exception."""
     if task.state != "failed" or task.exception_retrieved is not False or task.exception is None:
@@ -31,7 +27,7 @@ def unretrieved_exception(task: TaskInfo) -> Finding | None:
         severity="error",
         message=(
             f"Task {task.name!r} ({task.coroutine}) failed with {exc.type}: {exc.message} "
-            f"and nothing retrieved the exception{_where(task)}; keep a reference to the "
+            "and nothing retrieved the exception; keep a reference to the "
             "task and await it, or add a done callback that calls task.exception()."
         ),
         location=task.created_at,
@@ -48,8 +44,8 @@ def destroyed_pending(task: TaskInfo) -> Finding | None:
         kind="task-destroyed-pending",
         severity="error",
         message=(
-            f"Task {task.name!r} ({task.coroutine}) was destroyed while still pending"
-            f"{_where(task)}: the event loop keeps only weak references to tasks, so keep "
+            f"Task {task.name!r} ({task.coroutine}) was destroyed while still pending: "
+            "the event loop keeps only weak references to tasks, so keep "
             "your own (a set, a TaskGroup) until it is done."
         ),
         location=task.created_at,
@@ -66,8 +62,8 @@ def pending_at_exit(task: TaskInfo) -> Finding | None:
         kind="task-pending-at-exit",
         severity="warning",
         message=(
-            f"Task {task.name!r} ({task.coroutine}) was still pending at exit"
-            f"{_where(task)} and had to be cancelled or abandoned; cancel and await it "
+            f"Task {task.name!r} ({task.coroutine}) was still pending at exit "
+            "and had to be cancelled or abandoned; cancel and await it "
             "before the program ends, or run it in a TaskGroup."
         ),
         location=task.created_at,
