@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import inspect
 import sys
-from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
 import taskscope
 from taskscope import MockClock, Session
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine, Iterator
 
 T = TypeVar("T")
 
@@ -72,7 +74,8 @@ def run_on(flavour: str, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
 def line_of(marker: str, func: Callable[..., Any] | None = None) -> int:
     """Return the line number of the line containing ``# <marker>`` in the caller's file."""
     frame = inspect.currentframe()
-    assert frame is not None and frame.f_back is not None
+    assert frame is not None
+    assert frame.f_back is not None
     filename = inspect.getsourcefile(func) if func is not None else frame.f_back.f_code.co_filename
     assert filename is not None
     with open(filename, encoding="utf-8") as source:

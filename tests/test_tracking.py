@@ -79,7 +79,8 @@ class TestTrackedTask:
             names.append(task.get_name())
 
         asyncio.run(main())
-        assert names[0] == "batch" and names[1] != "batch"
+        assert names[0] == "batch"
+        assert names[1] != "batch"
         main_task = next(t for t in session.snapshot().tasks if t.coroutine.endswith("main"))
         assert main_task.annotations == {"size": 3}
 
@@ -98,9 +99,7 @@ class TestTrackedTask:
         assert taskscope.current_session() is None
         assert asyncio.run(main()) == "solo"
 
-    @pytest.mark.parametrize(
-        "bad", [pytest.param(3, id="int"), pytest.param(b"x", id="bytes")]
-    )
+    @pytest.mark.parametrize("bad", [pytest.param(3, id="int"), pytest.param(b"x", id="bytes")])
     def test_bad_names_are_rejected(self, bad: object) -> None:
         """A name that is not a string is a TypeError naming the problem."""
         with pytest.raises(TypeError, match="name must be a string"):
@@ -124,9 +123,14 @@ class TestTrackedScope:
             for seconds in (0.5, 1.5):
                 async with taskscope.tracked_scope("db"):  # first-entry
                     mock_clock.advance(seconds)
-            with pytest.raises(KeyError), taskscope.tracked_scope("db"):
-                mock_clock.advance(0.25)
-                raise KeyError("row")
+
+            def failing_region() -> None:
+                with taskscope.tracked_scope("db"):
+                    mock_clock.advance(0.25)
+                    raise KeyError("row")
+
+            with pytest.raises(KeyError):
+                failing_region()
             task = asyncio.create_task(asyncio.sleep(3600))
             await asyncio.sleep(0)
 

@@ -13,7 +13,7 @@ from ._core._faults import internal_error
 from ._session import current_session
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Callable, Coroutine
     from types import TracebackType
 
     from ._core._location import RawLocation
@@ -57,7 +57,9 @@ def _is_cancellation(exc_type: type[BaseException]) -> bool:
 
 
 @overload
-def tracked_task(name: Callable[P, Awaitable[T]], /) -> Callable[P, Awaitable[T]]: ...
+def tracked_task(
+    name: Callable[P, Coroutine[Any, Any, T]], /
+) -> Callable[P, Coroutine[Any, Any, T]]: ...
 @overload
 def tracked_task(name: str | None = None, /, **annotations: Any) -> TrackedTask: ...
 
@@ -96,7 +98,9 @@ class TrackedTask:
         self._annotations = annotations
         self._restore: list[tuple[Any, str]] = []
 
-    def __call__(self, func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    def __call__(
+        self, func: Callable[P, Coroutine[Any, Any, T]]
+    ) -> Callable[P, Coroutine[Any, Any, T]]:
         if not inspect.iscoroutinefunction(func):
             raise TypeError(
                 f"@tracked_task decorates coroutine functions (async def), got {func!r}; "

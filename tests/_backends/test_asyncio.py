@@ -70,8 +70,13 @@ class TestCreation:
             assert task.state == "completed"
             assert task.coroutine == "idle"
             assert task.backend == "asyncio"
-        gathered = [t for t in session.snapshot().tasks if t.created_at and t.created_at.line == line_of("gather")]
-        assert len(gathered) == 1 and gathered[0].steps == 3
+        gathered = [
+            t
+            for t in session.snapshot().tasks
+            if t.created_at and t.created_at.line == line_of("gather")
+        ]
+        assert len(gathered) == 1
+        assert gathered[0].steps == 3
 
     def test_main_task_points_at_the_run_call(self, session: Session, loop_flavour: str) -> None:
         """The task asyncio.run makes for main() is created at the run call."""
@@ -104,10 +109,12 @@ class TestCreation:
 
         run_on(loop_flavour, main)
         task = next(
-            t for t in session.snapshot().tasks
+            t
+            for t in session.snapshot().tasks
             if t.created_at and t.created_at.function.endswith("callback")
         )
-        assert task.created_at is not None and task.created_at.line == line_of("in-callback")
+        assert task.created_at is not None
+        assert task.created_at.line == line_of("in-callback")
         assert task.parent_id is None
 
     def test_tasks_created_before_install_are_adopted(self, loop_flavour: str) -> None:
@@ -137,14 +144,16 @@ class TestCreation:
         async def main() -> None:
             loop = asyncio.get_running_loop()
             loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined,unused-ignore]
-            asyncio.create_task(asyncio.sleep(0, "x"), name="eager-done")
+            asyncio.create_task(asyncio.sleep(0, "x"), name="eager-done")  # noqa: RUF006
             await asyncio.create_task(idle(2), name="eager-waits")
 
         asyncio.run(main())
         done = by_name(session, "eager-done")
-        assert done.state == "completed" and done.steps == 1
+        assert done.state == "completed"
+        assert done.steps == 1
         waits = by_name(session, "eager-waits")
-        assert waits.state == "completed" and waits.steps >= 2
+        assert waits.state == "completed"
+        assert waits.steps >= 2
 
 
 class TestTiming:
@@ -174,7 +183,8 @@ class TestTiming:
         assert task.longest_step == pytest.approx(1.5)
         assert task.longest_step_at is not None
         assert task.longest_step_at.line == line_of("after-slow-step")
-        assert task.first_step is not None and task.ended is not None
+        assert task.first_step is not None
+        assert task.ended is not None
         assert task.idle == pytest.approx(task.ended - task.created - task.busy)
 
     def test_running_task_is_visible_from_another_thread(
@@ -233,7 +243,7 @@ class TestEndings:
         """A fire-and-forget task that fails and is collected is an error finding."""
 
         async def main() -> None:
-            asyncio.create_task(fail("lost"), name="forgotten")  # fire-and-forget
+            asyncio.create_task(fail("lost"), name="forgotten")  # noqa: RUF006  # fire-and-forget
             await asyncio.sleep(0)
             await asyncio.sleep(0)
 
@@ -247,7 +257,8 @@ class TestEndings:
         assert finding.severity == "error"
         assert finding.location is not None
         assert finding.location.line == line_of("fire-and-forget")
-        assert finding.task is not None and finding.task.name == "forgotten"
+        assert finding.task is not None
+        assert finding.task.name == "forgotten"
         assert finding.details["exception"] == {"type": "ValueError", "message": "lost"}
 
     def test_unretrieved_exception_of_a_live_task_at_the_end(
@@ -271,14 +282,15 @@ class TestEndings:
         """A task that asyncio.run has to cancel is pending at exit, cause shutdown."""
 
         async def main() -> None:
-            asyncio.create_task(asyncio.sleep(3600), name="leftover")  # leftover
+            asyncio.create_task(asyncio.sleep(3600), name="leftover")  # noqa: RUF006  # leftover
             await asyncio.sleep(0)
 
         run_on(loop_flavour, main)
         task = by_name(session, "leftover")
         assert task.pending_at_exit
         assert task.state == "cancelled"
-        assert task.cancellation is not None and task.cancellation.cause == "shutdown"
+        assert task.cancellation is not None
+        assert task.cancellation.cause == "shutdown"
         findings = session.findings()
         assert [f.kind for f in findings] == ["task-pending-at-exit"]
         assert findings[0].severity == "warning"
@@ -295,7 +307,9 @@ class TestEndings:
 
         async def main() -> None:
             loop = asyncio.get_running_loop()
-            asyncio.create_task(waits_forever(loop.create_future()), name="dropped")  # dropped
+            asyncio.create_task(  # noqa: RUF006  # dropped
+                waits_forever(loop.create_future()), name="dropped"
+            )
             await asyncio.sleep(0)
             await asyncio.sleep(0)
             gc.collect()
@@ -347,7 +361,8 @@ class TestEndings:
         run_on(loop_flavour, main)
         slow = by_name(session, "slow")
         assert slow.state == "cancelled"
-        assert slow.cancellation is not None and slow.cancellation.cause == "timeout"
+        assert slow.cancellation is not None
+        assert slow.cancellation.cause == "timeout"
 
     def test_a_clean_program_has_no_findings(self, session: Session, loop_flavour: str) -> None:
         """Structured concurrency with every task awaited produces no findings."""
@@ -518,7 +533,10 @@ class TestFaults:
         assert "finished t completed" in mine
 
     def test_an_internal_error_is_contained(
-        self, session: Session, loop_flavour: str, caplog: pytest.LogCaptureFixture,
+        self,
+        session: Session,
+        loop_flavour: str,
+        caplog: pytest.LogCaptureFixture,
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         """A bug in step accounting is logged once and the program runs on unchanged."""
@@ -535,9 +553,7 @@ class TestFaults:
         backend.install()
         assert run_on(loop_flavour, lambda: idle(3)) == 3
         assert caplog.text.count("internal error in asyncio backend: step accounting") == 1
-        assert session.snapshot().counters.internal_errors[
-            "asyncio backend: step accounting"
-        ] >= 1
+        assert session.snapshot().counters.internal_errors["asyncio backend: step accounting"] >= 1
 
     def test_a_callback_with_a_hostile_getattr_is_left_alone(
         self, session: Session, loop_flavour: str

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -14,6 +15,9 @@ from taskscope import Instrument, MockClock, TaskInfo
 from taskscope._core._instruments import Instruments
 from taskscope._core._location import LocationFilter, to_location
 from tests.conftest import line_of
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 class TestLocationFilter:
@@ -42,7 +46,7 @@ class TestLocationFilter:
         found: list[object] = []
 
         @contextlib.contextmanager
-        def probe() -> object:
+        def probe() -> Iterator[None]:
             found.append(locations.user_frame(sys._getframe(0)))
             yield
 
@@ -51,7 +55,8 @@ class TestLocationFilter:
         raw = found[0]
         assert isinstance(raw, tuple)
         location = to_location(raw)
-        assert location is not None and location.function.endswith("probe")
+        assert location is not None
+        assert location.function.endswith("probe")
 
     def test_stop_codes_end_the_walk(self) -> None:
         """A stop code returns None rather than a frame further out."""
@@ -96,7 +101,7 @@ class TestInstruments:
 
     def test_a_non_instrument_is_rejected(self) -> None:
         """Passing something else says what is expected."""
-        with pytest.raises(TypeError, match="taskscope.Instrument"):
+        with pytest.raises(TypeError, match=r"taskscope\.Instrument"):
             Instruments([object()])  # type: ignore[list-item]
 
 

@@ -294,6 +294,9 @@ class AsyncioBackend:
             frame = sys._getframe(1)
         registry = self.registry
         code = getattr(coro, "cr_code", None)
+        if code is not None and self.locations.is_library(code):
+            # A library wrapper (AnyIO's): name the task after the coroutine it runs.
+            code = _compat.wrapped_coroutine_code(coro, self.locations.is_library) or code
         parent = current_task(loop)
         parent_record = registry.live.get(id(parent)) if parent is not None else None
         record = registry.new_record(

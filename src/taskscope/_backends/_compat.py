@@ -13,7 +13,7 @@ import importlib.abc
 import importlib.machinery
 import sys
 import threading
-from types import FunctionType, MethodType, ModuleType
+from types import CodeType, FunctionType, MethodType, ModuleType
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
@@ -84,6 +84,33 @@ def coroutine_started(coro: Any) -> bool:
     if getattr(coro, "cr_frame", 0) is None:
         return True  # finished
     return bool(getattr(coro, "cr_suspended", False))
+
+
+def wrapped_coroutine_code(coro: Any, is_library: Callable[[CodeType], bool]) -> CodeType | None:
+    """Return the code of the user coroutine an unstarted library wrapper will run.
+
+    AnyIO spawns every task as a wrapper coroutine: ``TaskHandle._run_coro()`` (4.16)
+    with the user's coroutine in ``self._coro``, or earlier a function receiving it as
+    an argument. Before the wrapper starts, its frame's locals are just its arguments,
+    so the user's coroutine is one of them or the ``_coro`` of one of them.
+    """
+    frame = getattr(coro, "cr_frame", None)
+    if frame is None:
+        return None
+    try:
+        values = list(frame.f_locals.values())
+    except Exception:  # noqa: BLE001  # an exotic frame: keep the wrapper's name
+        return None
+    for value in values:
+        try:
+            candidates = (value, getattr(value, "_coro", None))
+        except Exception:  # noqa: BLE001, S112  # an argument with a hostile __getattr__
+            continue
+        for candidate in candidates:
+            code = getattr(candidate, "cr_code", None)
+            if isinstance(code, CodeType) and not is_library(code):
+                return code
+    return None
 
 
 #: Module holding ``_cancel_all_tasks``, which ``asyncio.run``/``Runner.close`` call
@@ -242,9 +269,7 @@ def trio_remove_instrument(runner: Any, instrument: Any) -> None:
 
 def trio_current_runner() -> Any:
     """Return the ``Runner`` of the trio run on this thread, or None outside one."""
-    module = sys.modules.get(TRIO_RUN_MODULE)
-    context = getattr(module, "GLOBAL_RUN_CONTEXT", None)
-    return getattr(context, "runner", None)
+    return getattr(trio_run_context(), "runner", None)
 
 
 def trio_machinery_codes(module: ModuleType) -> frozenset[Any]:
@@ -299,3 +324,10 @@ def trio_cancel_reason(exc: BaseException) -> str | None:
     """Return the reason given to ``CancelScope.cancel(reason=...)`` (trio 0.30+)."""
     reason = getattr(exc, "reason", None)
     return reason if isinstance(reason, str) else None
+
+
+def trio_run_context() -> Any:
+    """Return trio's thread-local run context, whose ``task`` attribute is the task
+    running on this thread (what ``trio.lowlevel.current_task()`` reads), or None."""
+    module = sys.modules.get(TRIO_RUN_MODULE)
+    return getattr(module, "GLOBAL_RUN_CONTEXT", None)
