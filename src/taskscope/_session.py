@@ -80,6 +80,7 @@ class Session:
                 except Exception as exc:  # noqa: BLE001
                     internal_error(f"{type(backend).__name__}: uninstall", exc)
             self._backends.clear()
+            self.registry.detach()
             self.installed = False
             if _active is self:
                 _active = None

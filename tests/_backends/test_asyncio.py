@@ -446,6 +446,24 @@ class TestTransparency:
         asyncio.run(idle())
         assert active.registry.created == created
 
+    def test_tasks_alive_at_uninstall_are_not_reported_destroyed(self, loop_flavour: str) -> None:
+        """A task still running when the session ends is not a false destroyed-pending."""
+        sessions: list[Session] = []
+
+        async def main() -> None:
+            sessions.append(taskscope.install())
+            task = asyncio.create_task(idle(3), name="outlives")
+            await asyncio.sleep(0)
+            sessions[0].uninstall()
+            await task
+            del task
+            gc.collect()
+
+        run_on(loop_flavour, main)
+        outlives = by_name(sessions[0], "outlives")
+        assert not outlives.destroyed_pending
+        assert sessions[0].findings() == []
+
     def test_install_twice_is_an_error(self, session: Session) -> None:
         """A second install while one is active says how to proceed."""
         with pytest.raises(RuntimeError, match="already installed"):

@@ -380,11 +380,9 @@ class TrioBackend:
                     )
                 elif error is not None:
                     state = self._describe_end(record, error)
+            # A failed trio task's exception is always retrieved (it propagates into the
+            # nursery), so the registry does not keep watching it.
             self.registry.task_finished(record, state, task)
-            if state == FAILED:
-                # Settled now: nothing can retrieve it later, so stop watching.
-                self.registry.failed_watch.pop(record.owner_key, None)
-                self.registry.drop_ref(record)
             if "task_finished" in self.instruments:
                 self.instruments.call("task_finished", self._info(record))
         except Exception as exc:  # noqa: BLE001  # never raise into the run loop

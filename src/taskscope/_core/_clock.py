@@ -22,7 +22,8 @@ class MockClock:
 
     __slots__ = ("now",)
 
-    def __init__(self, start: float = 0.0) -> None:
+    def __init__(self, start: float = 1.0) -> None:
+        # Not 0.0: a reading of exactly 0.0 means "not inside a step" to the backends.
         self.now = start
 
     def __call__(self) -> float:

@@ -343,7 +343,7 @@ class Registry:
         except Exception:  # noqa: BLE001, S110  # keep the last known name
             pass
         self.live.pop(record.owner_key, None)
-        if state == FAILED:
+        if state == FAILED and record.exception_retrieved is None:
             # Keep watching until the exception is retrieved or logged as never retrieved.
             self.failed_watch[record.owner_key] = record
         else:
@@ -421,6 +421,16 @@ class Registry:
                 record.exception_retrieved = False
                 self.notable.append(record)
                 self.failed_watch.pop(key, None)
+
+    def detach(self) -> None:
+        """Stop watching live tasks (at uninstall): taskscope no longer sees them end,
+        so their later collection must not read as "destroyed while pending"."""
+        for record in list(self.live.values()):
+            ref = record.ref
+            if ref is not None:
+                self._ref_keys.pop(id(ref), None)
+                record.ref = None
+            record.step_start = 0.0
 
     def mark_pending_at_exit(self, record: TaskRecord) -> None:
         """The task was still pending when its loop or the program ended."""
