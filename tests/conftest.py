@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import sys
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -26,6 +27,18 @@ LOOP_FLAVOURS = [
         marks=pytest.mark.skipif(sys.platform == "win32", reason="uvloop is POSIX-only"),
     ),
 ]
+
+
+@pytest.fixture(autouse=True)
+def taskscope_logs_propagate() -> Iterator[None]:
+    """Let caplog see taskscope's own messages (they bypass the root logger by default)."""
+    logger = logging.getLogger("taskscope")
+    before = logger.propagate
+    logger.propagate = True
+    try:
+        yield
+    finally:
+        logger.propagate = before
 
 
 @pytest.fixture

@@ -266,7 +266,7 @@ class AsyncioBackend:
             task = original(loop, coro, *args, **kwargs)
             try:
                 if id(task) not in live:
-                    track_eager(task, loop, sys._getframe(0), start)
+                    track_eager(task, coro, loop, sys._getframe(0), start)
             except Exception as exc:  # noqa: BLE001  # the task is returned regardless
                 internal_error("asyncio backend: create_task", exc)
             return task
@@ -310,15 +310,26 @@ class AsyncioBackend:
             record.coroutine_override = _qualname(coro)
         return record
 
-    def _track_eager(self, task: Any, loop: Any, frame: Any, start: float) -> None:
+    def _track_eager(self, task: Any, coro: Any, loop: Any, frame: Any, start: float) -> None:
         """Record a task that ``create_task`` returned without it scheduling a step:
-        an eager task (3.12+) that ran its first step, or finished, in the constructor."""
-        record = self._discover(task, loop, frame)
-        if record is None:  # it finished eagerly: record it all the same
+        an eager task (3.12+) that ran its first step, or finished, in the constructor.
+
+        `coro` is the coroutine given to ``create_task``: ``get_coro()`` on a task that
+        finished eagerly crashes CPython 3.12.0-3.12.4 (cpython#122332).
+        """
+        if task.done():
+            code = getattr(coro, "cr_code", None)
             record = self.registry.new_record(
-                task, AsyncioTaskRecord, self.user_frame(frame), _code_of(task.get_coro()), None
+                task, AsyncioTaskRecord, self.user_frame(frame), code, None
             )
-        if _compat.coroutine_started(task.get_coro()):
+            if code is None:
+                record.coroutine_override = _qualname(coro)
+        else:
+            found = self._discover(task, loop, frame)
+            if found is None:
+                return
+            record = found
+        if _compat.coroutine_started(coro):
             # Its first step ran inside create_task; that call's duration stands for it.
             self.registry.step_done(record, start, self.registry.clock())
             self._first_step(record, task)

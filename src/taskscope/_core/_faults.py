@@ -3,9 +3,30 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 
 logger = logging.getLogger("taskscope")
+
+
+class _StderrHandler(logging.Handler):
+    """Write taskscope's own messages to the current ``sys.stderr``."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:  # noqa: BLE001  # a closed stderr: nothing safer to do
+            self.handleError(record)
+
+
+# taskscope's messages must not enter the program's own logging (its handlers, its
+# tests' captured logs): they go to stderr directly. A program that wants them in its
+# logging can set ``logging.getLogger("taskscope").propagate = True``.
+if not logger.handlers:
+    _handler = _StderrHandler()
+    _handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(_handler)
+    logger.propagate = False
 
 _lock = threading.Lock()
 _seen: set[str] = set()

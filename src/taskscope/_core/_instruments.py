@@ -8,14 +8,13 @@ from that hook and logged once; it never crashes the program.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._records import TaskInfo
 
-logger = logging.getLogger("taskscope")
+from ._faults import logger
 
 
 class Instrument:

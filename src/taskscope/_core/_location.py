@@ -39,6 +39,12 @@ _USER_SUBPACKAGES: Final = ("taskscope.demo",)
 
 
 def _package_dirs(names: tuple[str, ...]) -> list[str]:
+    """Return each package's directory (or module file), as found and resolved.
+
+    Both spellings are kept, because code objects carry the path the module was
+    imported by, and resolving symlinks at lookup time would be file-system I/O on the
+    event loop (which AnyIO's blockbuster, rightly, calls blocking).
+    """
     dirs: list[str] = []
     for name in names:
         try:
@@ -47,10 +53,15 @@ def _package_dirs(names: tuple[str, ...]) -> list[str]:
             continue
         if spec is None:
             continue
-        locations = spec.submodule_search_locations or ()
-        dirs.extend(os.path.join(os.path.realpath(location), "") for location in locations)
-        if spec.origin and os.path.isabs(spec.origin) and not spec.submodule_search_locations:
-            dirs.append(os.path.realpath(spec.origin))
+        paths = list(spec.submodule_search_locations or ())
+        if spec.origin and os.path.isabs(spec.origin) and not paths:
+            paths.append(spec.origin)
+            suffix = ""
+        else:
+            suffix = os.sep
+        for path in paths:
+            forms = {os.path.normpath(path), os.path.realpath(path)}
+            dirs.extend(form + suffix if suffix else form for form in forms)
     return dirs
 
 
@@ -73,7 +84,8 @@ class LocationFilter:
         if filename.startswith("<frozen "):
             result = True
         else:
-            path = os.path.realpath(filename) if os.path.isabs(filename) else filename
+            # Pure string work: no file-system access on the event loop.
+            path = os.path.normpath(filename) if os.path.isabs(filename) else filename
             result = path.startswith(self._library_prefixes) and not path.startswith(
                 self._user_prefixes
             )
@@ -155,7 +167,7 @@ def to_location(raw: RawLocation | None) -> Location | None:
     code, line = raw
     filename = code.co_filename
     if os.path.isabs(filename):
-        filename = os.path.realpath(filename)
+        filename = os.path.normpath(filename)
     return Location(file=filename, line=line, function=code.co_qualname)
 
 

@@ -123,6 +123,10 @@ class TaskInfo:
     destroyed_pending: bool
     #: True when taskscope found the task already existing (created before install).
     adopted: bool
+    #: True for a library's own task: no user frame created it and its coroutine is
+    #: library code (asyncio's runner shutdown tasks, AnyIO's test runner). Warnings
+    #: are not raised against such tasks, since the user cannot act on them.
+    internal: bool
     #: Annotations given through ``tracked_task``.
     annotations: dict[str, Any] = field(default_factory=dict)
 

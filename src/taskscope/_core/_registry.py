@@ -133,6 +133,8 @@ class TaskRecord:
     pending_at_exit: bool = False
     destroyed_pending: bool = False
     adopted: bool = False
+    #: Created by library code only, running library code (asyncio's, AnyIO's own).
+    internal: bool = False
     annotations: dict[str, Any] | None = None
 
     def __init__(  # noqa: PLR0917  # positional on purpose: called once per task
@@ -263,13 +265,14 @@ class Registry:
         `created_at` is the innermost user frame of the creating call, or None when
         there was none (then the coroutine's definition stands in for it).
         """
-        is_definition = False
+        is_definition = internal = False
         site_key: int | tuple[int, int]
         if created_at is None:
             site_key = 0
             if code is not None:
                 created_at = (code, code.co_firstlineno)
                 is_definition = True
+                internal = self.locations.is_library(code)
         else:
             site_key = site_key_of(created_at)
         site = self.sites.get(site_key)
@@ -288,6 +291,8 @@ class Registry:
         )
         if is_definition:
             record.created_at_is_definition = True
+            if internal:
+                record.internal = True
         self.live[key] = record
         self.created += 1
         return record

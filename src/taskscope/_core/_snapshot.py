@@ -82,6 +82,7 @@ def task_info(record: TaskRecord, registry: Registry, now: float | None = None) 
         pending_at_exit=record.pending_at_exit,
         destroyed_pending=record.destroyed_pending,
         adopted=record.adopted,
+        internal=record.internal,
         annotations=dict(record.annotations or {}),
     )
 

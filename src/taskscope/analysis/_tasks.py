@@ -56,7 +56,7 @@ def destroyed_pending(task: TaskInfo) -> Finding | None:
 
 def pending_at_exit(task: TaskInfo) -> Finding | None:
     """A task was still pending when the main coroutine returned or the loop closed."""
-    if not task.pending_at_exit or task.destroyed_pending:
+    if not task.pending_at_exit or task.destroyed_pending or task.internal:
         return None
     return Finding(
         kind="task-pending-at-exit",
