@@ -71,7 +71,6 @@ error    task-exception-unretrieved  app/service.py:42 in Service.worker
          Task 'audit' (send_audit) failed with ValueError: rejected and nothing retrieved the
          exception; keep a reference to the task and await it, or add a done callback that calls
          task.exception().
-         task 'audit' (#7)
 warning  task-pending-at-exit  /usr/lib/other.py:3 in <module>
          Task 'metrics' was still pending at exit.
 """

@@ -116,7 +116,12 @@ class Summary:
         rows: list[tuple[str, str, str, str, str | None]] = []
         for finding in self.report["findings"]:
             task = finding.get("task")
-            who = f"task {task['name']!r} (#{task['id']})" if task else None
+            # Name the task only where the message does not already.
+            who = (
+                f"task {task['name']!r} (#{task['id']})"
+                if task and repr(task["name"]) not in finding["message"]
+                else None
+            )
             rows.append(
                 (
                     finding["severity"],
