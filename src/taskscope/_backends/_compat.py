@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import asyncio.runners
 import asyncio.tasks
+import gc
 import importlib.abc
 import importlib.machinery
 import sys
@@ -91,24 +92,23 @@ def wrapped_coroutine_code(coro: Any, is_library: Callable[[CodeType], bool]) ->
 
     AnyIO spawns every task as a wrapper coroutine: ``TaskHandle._run_coro()`` (4.16)
     with the user's coroutine in ``self._coro``, or earlier a function receiving it as
-    an argument. Before the wrapper starts, its frame's locals are just its arguments,
-    so the user's coroutine is one of them or the ``_coro`` of one of them.
+    an argument. Before the wrapper starts, its locals are just its arguments, so the
+    user's coroutine is one of them or the ``_coro`` of one of them.
+
+    The locals are read with ``gc.get_referents(coro)``, never ``frame.f_locals``: that
+    would leave a dict on the frame (3.11, 3.12) closing a reference cycle from the
+    task through its coroutine back to the task, keeping both alive until a collection.
     """
-    frame = getattr(coro, "cr_frame", None)
-    if frame is None:
+    if getattr(coro, "cr_frame", None) is None:
         return None
-    try:
-        values = list(frame.f_locals.values())
-    except Exception:  # noqa: BLE001  # an exotic frame: keep the wrapper's name
-        return None
-    for value in values:
+    for value in gc.get_referents(coro):
         try:
             candidates = (value, getattr(value, "_coro", None))
         except Exception:  # noqa: BLE001, S112  # an argument with a hostile __getattr__
             continue
         for candidate in candidates:
             code = getattr(candidate, "cr_code", None)
-            if isinstance(code, CodeType) and not is_library(code):
+            if isinstance(code, CodeType) and candidate is not coro and not is_library(code):
                 return code
     return None
 
