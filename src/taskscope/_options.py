@@ -2,9 +2,53 @@
 
 from __future__ import annotations
 
+import math
+import signal
 from dataclasses import dataclass
 
 from ._core._clock import Clock, default_clock
+
+#: Signals that cannot be caught, so cannot trigger a dump.
+_UNCATCHABLE = frozenset(
+    getattr(signal, name) for name in ("SIGKILL", "SIGSTOP") if hasattr(signal, name)
+)
+
+
+def _check_duration(name: str, value: object, *, zero_disables: bool = False) -> float:
+    """Return `value` as seconds, or raise ValueError naming the option."""
+    allowed = "a non-negative" if zero_disables else "a positive"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        # ValueError for every bad threshold, so callers catch one type (the issue's
+        # contract); the message names the option either way.
+        raise ValueError(  # noqa: TRY004
+            f"{name} must be {allowed} number of seconds, got {value!r}"
+        )
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero_disables):
+        hint = " (0 turns it off)" if zero_disables else ""
+        raise ValueError(f"{name} must be {allowed} number of seconds{hint}, got {value!r}")
+    return seconds
+
+
+def signal_number(name: str, value: object) -> int:
+    """Return the number of a catchable signal given by number, `signal.Signals` or name
+    (``SIGUSR1`` or ``USR1``); raise ValueError naming the option otherwise."""
+    number: int | None = None
+    if isinstance(value, str):
+        text = value.strip().upper()
+        if text.isdigit():
+            number = int(text)
+        else:
+            found = getattr(signal, text if text.startswith("SIG") else "SIG" + text, None)
+            number = int(found) if isinstance(found, int) else None
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = int(value)
+    if number is None or number not in signal.valid_signals() or number in _UNCATCHABLE:
+        raise ValueError(
+            f"{name} must be a signal that can be caught, such as signal.SIGUSR1 or "
+            f"'SIGUSR1', got {value!r}"
+        )
+    return number
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +61,17 @@ class Options:
     max_sites: int = 10_000
     #: The monotonic clock used for every timing (inject a `MockClock` in tests).
     clock: Clock = default_clock
+    #: A loop stuck in one step or callback this long (seconds) is a stall.
+    block_threshold: float = 0.1
+    #: A task rescheduling itself without waiting this long (seconds) is spinning.
+    spin_threshold: float = 1.0
+    #: How often each loop is probed for its scheduling lag (seconds; at most half of
+    #: `block_threshold` is used).
+    lag_interval: float = 0.05
+    #: How often the system monitor samples the process (seconds; 0 turns it off).
+    system_interval: float = 1.0
+    #: A signal that writes the emergency dump to stderr (None: no dump signal).
+    dump_signal: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("history_size", "max_sites"):
@@ -25,3 +80,12 @@ class Options:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not callable(self.clock):
             raise TypeError(f"clock must be a callable returning seconds, got {self.clock!r}")
+        for name in ("block_threshold", "spin_threshold", "lag_interval"):
+            object.__setattr__(self, name, _check_duration(name, getattr(self, name)))
+        object.__setattr__(
+            self,
+            "system_interval",
+            _check_duration("system_interval", self.system_interval, zero_disables=True),
+        )
+        if self.dump_signal is not None:
+            object.__setattr__(self, "dump_signal", signal_number("dump_signal", self.dump_signal))

@@ -6,6 +6,7 @@ methods, trio's runner) are process-wide.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 from contextlib import contextmanager
@@ -20,6 +21,8 @@ from ._core._location import default_filter
 from ._core._registry import Registry
 from ._core._snapshot import build_snapshot, wall_clock
 from ._options import Options
+from .monitors._monitors import Monitors
+from .monitors._records import HealthSnapshot
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -47,11 +50,16 @@ class Session:
         self.installed = False
         self.ended = False
         self._backends: list[Any] = []
+        self.monitors: Monitors | None = None
 
     # -- lifecycle ------------------------------------------------------------------
 
     def _install(self) -> None:
+        monitors = Monitors(self.registry, self.options)
+        monitors.start()  # first: a bad dump signal fails here, before any hook is in
+        self.monitors = monitors
         asyncio_backend = AsyncioBackend(self.registry, self.instruments, self.registry.locations)
+        asyncio_backend.on_new_loop = monitors.watch_asyncio_loop
         asyncio_backend.install()
         self._backends.append(asyncio_backend)
         _compat.when_imported("trio", self._on_trio_import)
@@ -66,6 +74,9 @@ class Session:
             self._backends.append(backend)
         except Exception as exc:  # noqa: BLE001  # trio programs still run untracked
             internal_error("trio backend: install", exc)
+        if self.monitors is not None:
+            # After the backend: its setup_runner wrapper adds the instrument first.
+            self.monitors.watch_trio(_module)
 
     def uninstall(self) -> None:
         """Remove every hook taskscope installed; the records stay readable."""
@@ -74,6 +85,12 @@ class Session:
             if not self.installed:
                 return
             _compat.cancel_import_callbacks()
+            if self.monitors is not None:
+                # Before the backends: the monitors' wrappers sit on top of theirs.
+                try:
+                    self.monitors.stop()
+                except Exception as exc:  # noqa: BLE001
+                    internal_error("monitors: stop", exc)
             for backend in reversed(self._backends):
                 try:
                     backend.uninstall()
@@ -102,10 +119,29 @@ class Session:
 
     # -- reading --------------------------------------------------------------------
 
-    def snapshot(self) -> Snapshot:
-        """Return a frozen picture of every tracked task; safe from any thread."""
+    def snapshot(self) -> HealthSnapshot:
+        """Return a frozen picture of every tracked task, the event loops' health
+        (stalls in progress included) and the process; safe from any thread."""
         self.registry.settle_failed(_compat.task_log_traceback, final=self.ended)
-        return build_snapshot(self.registry, self.started_at)
+        base = build_snapshot(self.registry, self.started_at)
+        fields = {field.name: getattr(base, field.name) for field in dataclasses.fields(base)}
+        monitors = self.monitors
+        if monitors is None:
+            return HealthSnapshot(**fields)
+        return HealthSnapshot(
+            **fields,
+            loop=monitors.loop_health(base.elapsed),
+            system=monitors.system_health(),
+        )
+
+    def dump(self, file: IO[str] | None = None) -> str:
+        """Write the emergency dump (every thread's stack, every live task with its
+        creation site and await point, the stall in progress) to `file` and return it."""
+        text = self.monitors.dump_text() if self.monitors is not None else ""
+        if file is not None:
+            file.write(text)
+            file.flush()
+        return text
 
     def findings(self, snapshot: Snapshot | None = None) -> list[Finding]:
         """Return the findings for `snapshot` (a new one by default)."""
@@ -146,6 +182,11 @@ def install(
     max_sites: int = 10_000,
     clock: Any = None,
     instruments: Iterable[Instrument] = (),
+    block_threshold: float = 0.1,
+    spin_threshold: float = 1.0,
+    lag_interval: float = 0.05,
+    system_interval: float = 1.0,
+    dump_signal: int | str | None = None,
 ) -> Session:
     """Start observing every asyncio and trio task in this process.
 
@@ -155,6 +196,17 @@ def install(
         max_sites: creation sites aggregated individually.
         clock: a monotonic clock returning seconds (tests inject a `MockClock`).
         instruments: `Instrument` objects whose hooks are called for task events.
+        block_threshold: seconds a loop may stay inside one task step or callback
+            before it is reported as blocked (seen while it lasts, from a watchdog
+            thread).
+        spin_threshold: seconds a task may keep rescheduling itself without waiting
+            for I/O or time before it is reported as spinning.
+        lag_interval: how often each event loop's scheduling lag is measured (at most
+            half of `block_threshold` is used).
+        system_interval: how often the process's CPU, memory, threads, files and GC
+            are sampled (0 turns the system monitor off).
+        dump_signal: a signal (``signal.SIGUSR1`` or ``"SIGUSR1"``) that writes an
+            emergency dump of every thread and task to stderr; main thread only.
 
     Returns:
         The active `Session`; call `Session.uninstall` to remove every hook.
@@ -164,7 +216,16 @@ def install(
         ValueError: an option is out of range.
     """
     global _active  # noqa: PLW0603  # the one process-wide session slot
-    options = Options(history_size=history_size, max_sites=max_sites, clock=clock or default_clock)
+    options = Options(
+        history_size=history_size,
+        max_sites=max_sites,
+        clock=clock or default_clock,
+        block_threshold=block_threshold,
+        spin_threshold=spin_threshold,
+        lag_interval=lag_interval,
+        system_interval=system_interval,
+        dump_signal=dump_signal,  # type: ignore[arg-type]  # normalised to int by Options
+    )
     with _active_lock:
         if _active is not None:
             raise RuntimeError(

@@ -28,6 +28,7 @@ import asyncio.events
 import asyncio.runners
 import os
 import sys
+import weakref
 from types import CodeType, ModuleType
 from typing import TYPE_CHECKING, Any, Final
 
@@ -117,6 +118,15 @@ class AsyncioBackend:
         self._frame_kinds.update(dict.fromkeys(_ENTRY_CODES, _ENTRY))
         self._call_soon_code: CodeType | None = None
         self._create_task_code: CodeType | None = None
+        #: Called (on the loop's thread) with each event loop the first time one of its
+        #: tasks is seen: the loop monitor starts watching it.
+        self.on_new_loop: Callable[[Any], None] | None = None
+        #: ``id()`` of the loop of the last task discovered (new loops are rare: one int
+        #: compare per task). An id, not the loop: holding the loop would keep it alive;
+        #: a weakref callback resets it when that loop dies, so a new loop at the same
+        #: address is still seen as new.
+        self._last_loop_id = 0
+        self._last_loop_ref: weakref.ref[Any] | None = None
 
     # -- install / uninstall --------------------------------------------------------
 
@@ -143,6 +153,8 @@ class AsyncioBackend:
         """Restore every wrapped attribute."""
         self._patches.undo()
         self._patched_classes.clear()
+        self._last_loop_id = 0
+        self._last_loop_ref = None
 
     def _on_uvloop_import(self, module: ModuleType) -> None:
         loop_class = getattr(module, "Loop", None)
@@ -243,9 +255,13 @@ class AsyncioBackend:
                     if record is None:
                         record = discover(owner, loop)
                     if record is not None:
-                        # A wakeup with a cancelled future delivers a cancellation.
-                        if args and record.cancel_cause is None and args[0].cancelled():
-                            note_cancel(record, loop, args[0])
+                        if args:
+                            # Woken by what it waited for; a step without args is the
+                            # task rescheduling itself (see LoopMonitor: spinning).
+                            record.waited_at = record.steps
+                            # A wakeup with a cancelled future delivers a cancellation.
+                            if record.cancel_cause is None and args[0].cancelled():
+                                note_cancel(record, loop, args[0])
                         return original(
                             loop, timed_step, record, owner, callback, *args, context=context
                         )
@@ -286,6 +302,8 @@ class AsyncioBackend:
         """
         if not isinstance(owner, task_types) or owner.done():
             return None
+        if id(loop) != self._last_loop_id:
+            self._new_loop(loop)
         coro = owner.get_coro()
         if frame is None:
             # Already ran (its frame is finished or suspended): it existed before us.
@@ -309,6 +327,22 @@ class AsyncioBackend:
         if code is None:
             record.coroutine_override = _qualname(coro)
         return record
+
+    def _new_loop(self, loop: Any) -> None:
+        """A task of a loop other than the last one's: tell the loop monitor (which
+        ignores loops it already watches)."""
+        self._last_loop_id = id(loop)
+        try:
+            self._last_loop_ref = weakref.ref(loop, self._loop_gone)
+        except TypeError:  # a loop class without weakref support: check every time
+            self._last_loop_id = 0
+        if self.on_new_loop is not None:
+            self.on_new_loop(loop)
+
+    def _loop_gone(self, ref: weakref.ref[Any]) -> None:
+        if ref is self._last_loop_ref:
+            self._last_loop_id = 0
+            self._last_loop_ref = None
 
     def _track_eager(self, task: Any, coro: Any, loop: Any, frame: Any, start: float) -> None:
         """Record a task that ``create_task`` returned without it scheduling a step:
@@ -376,6 +410,7 @@ class AsyncioBackend:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
+        self._new_loop(loop)
         for task in asyncio.all_tasks(loop):
             if id(task) not in self.registry.live:
                 self._adopt(task)

@@ -110,6 +110,7 @@ class TaskRecord:
         "state",
         "step_start",
         "steps",
+        "waited_at",
     )
 
     #: ``asyncio`` or ``trio`` (a class constant of each backend's subclass).
@@ -168,6 +169,10 @@ class TaskRecord:
         self.ended: float | None = None
         self.busy = 0.0
         self.steps = 0
+        #: `steps` when the task was last woken by something it waited for (a future:
+        #: I/O, a timer, another task); steps since then were self-rescheduled (set by
+        #: backends that can tell; the loop monitor reads it to find spinning tasks).
+        self.waited_at = 0
         self.longest_step = 0.0
 
     @staticmethod

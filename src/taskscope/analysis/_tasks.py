@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._core._records import Finding, Snapshot, TaskInfo, TaskRef
+from ._loop import loop_findings
 
 Rule = Callable[[TaskInfo], Finding | None]
 
@@ -78,9 +79,10 @@ _SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 
 
 def find_problems(snapshot: Snapshot) -> list[Finding]:
-    """Apply every rule to every task; errors first, then by task id."""
+    """Apply every rule to every task, then the loop rules; errors first, then by task id."""
     findings = [
         finding for task in snapshot.tasks for rule in RULES if (finding := rule(task)) is not None
     ]
+    findings.extend(loop_findings(snapshot))
     findings.sort(key=lambda f: (_SEVERITY_ORDER[f.severity], f.task.id if f.task else 0))
     return findings

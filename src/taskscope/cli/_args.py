@@ -9,14 +9,29 @@ So the arguments are split by hand, and argparse parses only taskscope's part.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Final, NoReturn
 
+from .._options import signal_number
+
 #: The report file written when ``--report`` is not given, in the working directory.
 DEFAULT_REPORT: Final = "taskscope-report.json"
 #: Options of ``run`` that take a value as the next argument.
-_VALUED: Final = frozenset({"--report", "--history-size"})
+_VALUED: Final = frozenset(
+    {
+        "--report",
+        "--history-size",
+        "--block-threshold",
+        "--spin-threshold",
+        "--lag-interval",
+        "--system-interval",
+        "--dump-signal",
+    }
+)
+#: Duration units accepted on the command line, in seconds.
+_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "us": 0.000_001}
 
 USAGE: Final = """\
 usage: taskscope run [OPTIONS] SCRIPT [ARGS...]
@@ -61,6 +76,12 @@ class RunRequest:
     report: str = DEFAULT_REPORT
     quiet: bool = False
     history_size: int = 10_000
+    #: `taskscope.install` options (seconds; a signal number or None).
+    block_threshold: float = 0.1
+    spin_threshold: float = 1.0
+    lag_interval: float = 0.05
+    system_interval: float = 1.0
+    dump_signal: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +102,43 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def parse_duration(text: str, *, zero_allowed: bool = False) -> float:
+    """Parse ``100ms``, ``0.1s``, ``0.1`` (seconds), ``2s``, ``1m`` or ``500us``.
+
+    Raises:
+        argparse.ArgumentTypeError: not a positive duration (or zero, if allowed).
+    """
+    cleaned = text.strip().lower()
+    number, scale = cleaned, 1.0
+    for unit in sorted(_UNITS, key=len, reverse=True):
+        if cleaned.endswith(unit):
+            number, scale = cleaned[: -len(unit)].strip(), _UNITS[unit]
+            break
+    try:
+        seconds = float(number) * scale
+    except ValueError:
+        seconds = float("nan")
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero_allowed):
+        kind = "a non-negative" if zero_allowed else "a positive"
+        raise argparse.ArgumentTypeError(
+            f"expected {kind} duration such as 100ms, 0.5s or 2, got {text!r}"
+        )
+    return seconds
+
+
+def _interval(text: str) -> float:
+    return parse_duration(text, zero_allowed=True)
+
+
+def _signal(text: str) -> int:
+    try:
+        return signal_number("--dump-signal", text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a signal name or number such as SIGUSR1, got {text!r}"
+        ) from None
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--report",
@@ -97,6 +155,44 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         default=10_000,
         help="finished tasks kept individually in the report (default: 10000); older "
         "ones remain in the per-creation-site aggregates",
+    )
+    parser.add_argument(
+        "--block-threshold",
+        metavar="DURATION",
+        type=parse_duration,
+        default=0.1,
+        help="report the event loop as blocked when one step or callback runs longer "
+        "(default: 100ms; e.g. 50ms, 0.5s, 2)",
+    )
+    parser.add_argument(
+        "--spin-threshold",
+        metavar="DURATION",
+        type=parse_duration,
+        default=1.0,
+        help="report a task as spinning when it reschedules itself without waiting for "
+        "this long (default: 1s)",
+    )
+    parser.add_argument(
+        "--lag-interval",
+        metavar="DURATION",
+        type=parse_duration,
+        default=0.05,
+        help="how often the loops' scheduling lag is measured (default: 50ms)",
+    )
+    parser.add_argument(
+        "--system-interval",
+        metavar="DURATION",
+        type=_interval,
+        default=1.0,
+        help="how often CPU, memory, threads, files and GC are sampled (default: 1s; "
+        "0 turns it off)",
+    )
+    parser.add_argument(
+        "--dump-signal",
+        metavar="SIGNAL",
+        type=_signal,
+        default=None,
+        help="write every thread's stack and every task to stderr on this signal (e.g. SIGUSR1)",
     )
 
 
@@ -155,6 +251,11 @@ def parse_run(args: list[str]) -> RunRequest:
         report=os.path.abspath(namespace.report),
         quiet=namespace.quiet,
         history_size=namespace.history_size,
+        block_threshold=namespace.block_threshold,
+        spin_threshold=namespace.spin_threshold,
+        lag_interval=namespace.lag_interval,
+        system_interval=namespace.system_interval,
+        dump_signal=namespace.dump_signal,
     )
 
 
@@ -169,6 +270,11 @@ def parse_demo(args: list[str]) -> RunRequest:
         report=os.path.abspath(namespace.report),
         quiet=namespace.quiet,
         history_size=namespace.history_size,
+        block_threshold=namespace.block_threshold,
+        spin_threshold=namespace.spin_threshold,
+        lag_interval=namespace.lag_interval,
+        system_interval=namespace.system_interval,
+        dump_signal=namespace.dump_signal,
     )
 
 

@@ -104,6 +104,8 @@ def build_report(
         "tasks": [to_jsonable(t) for t in snapshot.tasks],
         "sites": [to_jsonable(s) for s in snapshot.sites],
         "regions": [to_jsonable(r) for r in snapshot.regions],
+        "loop": to_jsonable(getattr(snapshot, "loop", None)),
+        "system": to_jsonable(getattr(snapshot, "system", None)),
     }
 
 

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 #: How many creation sites the summary lists.
 TOP_SITES: Final = 5
+#: How many stalls the summary lists.
+TOP_STALLS: Final = 3
 #: Columns of the plain-text rendering (rich uses the console's width).
 PLAIN_WIDTH: Final = 100
 _INDENT: Final = 9
@@ -156,6 +158,38 @@ class Summary:
             for s in sites
         ]
 
+    def loop_line(self) -> str | None:
+        """Return the event-loop health line, when the report has a ``loop`` section."""
+        loop = self.report.get("loop")
+        if not loop:
+            return None
+        lag = loop["lag"]
+        stalls = loop["stalls_total"]
+        text = (
+            f"event loop: {_plural(stalls, 'stall')}, "
+            f"{_milliseconds(loop['blocked_time'])} blocked "
+            f"({loop['blocked_fraction'] * 100:.1f}% of the run)"
+        )
+        if lag["count"]:
+            text += f"; lag p50 {_milliseconds(lag['p50'])}, p99 {_milliseconds(lag['p99'])}"
+            text += f", max {_milliseconds(lag['max'])}"
+        return text
+
+    def stalls(self) -> list[str]:
+        """Return one line per worst stall: duration, task, blocking line and call."""
+        loop = self.report.get("loop") or {}
+        lines = []
+        for stall in list(loop.get("stalls", ()))[:TOP_STALLS]:
+            tasks = stall["tasks"]
+            who = f"task {tasks[0]['name']!r} (#{tasks[0]['id']})" if tasks else "a callback"
+            call = f" in {stall['blocking']['function']}" if stall.get("blocking") else ""
+            still = " (ongoing)" if stall["ongoing"] else ""
+            lines.append(
+                f"  {_milliseconds(stall['duration'])}{still}  {who}{call}  "
+                f"at {self.where(stall.get('location'))}"
+            )
+        return lines
+
     def footer(self) -> str | None:
         """Return the last line, naming the report file, if one was written."""
         return f"report: {self.report_path}" if self.report_path else None
@@ -184,6 +218,11 @@ class Summary:
                 yield Text(indent + who, style="dim")
         if not findings:
             yield Text("no problems found", style="green")
+        loop_line = self.loop_line()
+        if loop_line is not None:
+            yield Text(loop_line, style="bold")
+            for line in self.stalls():
+                yield Text(line)
         sites = self.sites()
         if sites:
             yield Text("busiest creation sites", style="bold")
@@ -219,6 +258,10 @@ class Summary:
                 lines.append(indent + who)
         if not findings:
             lines.append("no problems found")
+        loop_line = self.loop_line()
+        if loop_line is not None:
+            lines.append(loop_line)
+            lines.extend(self.stalls())
         sites = self.sites()
         if sites:
             lines.append("busiest creation sites")
