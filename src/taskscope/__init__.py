@@ -19,6 +19,9 @@ from ._session import install as install
 from ._session import monitor as monitor
 from ._tracking import tracked_scope as tracked_scope
 from ._tracking import tracked_task as tracked_task
+from .monitors._locks import track_lock as track_lock
+from .monitors._resources import track_resource as track_resource
+from .monitors._resources import track_session as track_session
 
 __all__ = [
     "CancellationInfo",
@@ -37,6 +40,9 @@ __all__ = [
     "current_session",
     "install",
     "monitor",
+    "track_lock",
+    "track_resource",
+    "track_session",
     "tracked_scope",
     "tracked_task",
 ]

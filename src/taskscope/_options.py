@@ -72,6 +72,15 @@ class Options:
     system_interval: float = 1.0
     #: A signal that writes the emergency dump to stderr (None: no dump signal).
     dump_signal: int | None = None
+    #: Track locks, semaphores, conditions, events and queues (opt-in: its cost on
+    #: lock-heavy code is above the budget in DESIGN.md, see docs/locks.md).
+    locks: bool = False
+    #: A lock held this long (seconds) is ``lock-held-too-long``.
+    lock_hold_threshold: float = 1.0
+    #: Track transports, servers, subprocesses and HTTP client sessions (opt-in).
+    resources: bool = False
+    #: Track cancel scopes, task groups and timeouts (opt-in: see docs/cancel-scopes.md).
+    scopes: bool = False
 
     def __post_init__(self) -> None:
         for name in ("history_size", "max_sites"):
@@ -80,7 +89,10 @@ class Options:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not callable(self.clock):
             raise TypeError(f"clock must be a callable returning seconds, got {self.clock!r}")
-        for name in ("block_threshold", "spin_threshold", "lag_interval"):
+        for name in ("locks", "resources", "scopes"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        for name in ("block_threshold", "spin_threshold", "lag_interval", "lock_hold_threshold"):
             object.__setattr__(self, name, _check_duration(name, getattr(self, name)))
         object.__setattr__(
             self,

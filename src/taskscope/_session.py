@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
     from os import PathLike
 
+    from ._core._monitor import Monitor
     from ._core._records import Finding, Snapshot
 
 _active_lock = threading.Lock()
@@ -51,6 +52,8 @@ class Session:
         self.ended = False
         self._backends: list[Any] = []
         self.monitors: Monitors | None = None
+        #: Opt-in monitors (locks, resources, scopes), in installation order.
+        self.plugins: list[Monitor] = []
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -63,7 +66,29 @@ class Session:
         asyncio_backend.install()
         self._backends.append(asyncio_backend)
         _compat.when_imported("trio", self._on_trio_import)
+        # After the backends: the resource monitor wraps the same loop methods, and
+        # wrappers are undone newest first.
+        for plugin in self._make_plugins():
+            plugin.install(self.registry)
+            self.plugins.append(plugin)
         self.installed = True
+
+    def _make_plugins(self) -> list[Monitor]:
+        options = self.options
+        plugins: list[Monitor] = []
+        if options.locks:
+            from .monitors._locks import LockMonitor
+
+            plugins.append(LockMonitor(held_too_long=options.lock_hold_threshold))
+        if options.resources:
+            from .monitors._resources import ResourceMonitor
+
+            plugins.append(ResourceMonitor())
+        if options.scopes:
+            from .monitors._scopes import ScopeMonitor
+
+            plugins.append(ScopeMonitor())
+        return plugins
 
     def _on_trio_import(self, _module: Any) -> None:
         try:
@@ -85,6 +110,11 @@ class Session:
             if not self.installed:
                 return
             _compat.cancel_import_callbacks()
+            for plugin in reversed(self.plugins):
+                try:
+                    plugin.uninstall()
+                except Exception as exc:  # noqa: BLE001
+                    internal_error(f"{type(plugin).__name__}: uninstall", exc)
             if self.monitors is not None:
                 # Before the backends: the monitors' wrappers sit on top of theirs.
                 try:
@@ -107,6 +137,11 @@ class Session:
         if self.ended:
             return
         self.ended = True
+        for plugin in self.plugins:
+            try:
+                plugin.end_of_program()
+            except Exception as exc:  # noqa: BLE001
+                internal_error(f"{type(plugin).__name__}: end of program", exc)
         for record in list(self.registry.live.values()):
             self.registry.mark_pending_at_exit(record)
         self.registry.settle_failed(_compat.task_log_traceback, final=True)
@@ -144,17 +179,41 @@ class Session:
         return text
 
     def findings(self, snapshot: Snapshot | None = None) -> list[Finding]:
-        """Return the findings for `snapshot` (a new one by default)."""
+        """Return the findings for `snapshot` (a new one by default), including the
+        opt-in monitors' findings as of now."""
         from .analysis import find_problems
 
-        return find_problems(snapshot if snapshot is not None else self.snapshot())
+        found = find_problems(snapshot if snapshot is not None else self.snapshot())
+        for _plugin, _section, plugin_findings in self._plugin_sections():
+            found.extend(plugin_findings)
+        return found
+
+    def _plugin_sections(self) -> list[tuple[Monitor, Any, list[Finding]]]:
+        """Each opt-in monitor with its section (frozen records) and findings."""
+        sections: list[tuple[Monitor, Any, list[Finding]]] = []
+        for plugin in self.plugins:
+            try:
+                section = plugin.snapshot()
+                sections.append((plugin, section, plugin.findings(section)))
+            except Exception as exc:  # noqa: BLE001  # the rest of the report still counts
+                internal_error(f"{type(plugin).__name__}: snapshot", exc)
+        return sections
 
     def report(self, *, program: dict[str, Any] | None = None) -> dict[str, Any]:
         """Return the JSON report (schema ``taskscope.report/1``) as a dict."""
+        from .analysis import find_problems
         from .reports import build_report
+        from .reports._json import to_jsonable
 
         snapshot = self.snapshot()
-        return build_report(snapshot, self.findings(snapshot), program=program)
+        findings = find_problems(snapshot)
+        sections: dict[str, Any] = {}
+        for plugin, section, plugin_findings in self._plugin_sections():
+            findings.extend(plugin_findings)
+            sections[plugin.section] = to_jsonable(section)
+        report = build_report(snapshot, findings, program=program)
+        report.update(sections)
+        return report
 
     def write_report(
         self, path: str | PathLike[str], *, program: dict[str, Any] | None = None
@@ -187,6 +246,10 @@ def install(
     lag_interval: float = 0.05,
     system_interval: float = 1.0,
     dump_signal: int | str | None = None,
+    locks: bool = False,
+    lock_hold_threshold: float = 1.0,
+    resources: bool = False,
+    scopes: bool = False,
 ) -> Session:
     """Start observing every asyncio and trio task in this process.
 
@@ -207,6 +270,13 @@ def install(
             are sampled (0 turns the system monitor off).
         dump_signal: a signal (``signal.SIGUSR1`` or ``"SIGUSR1"``) that writes an
             emergency dump of every thread and task to stderr; main thread only.
+        locks: track locks, semaphores, conditions, events and queues: holders,
+            waiters, contention, held-too-long, never-released, deadlocks (opt-in).
+        lock_hold_threshold: seconds a lock may be held before `lock-held-too-long`.
+        resources: track transports, servers, subprocesses and HTTP client sessions
+            for `resource-unclosed` (opt-in).
+        scopes: track cancel scopes, task groups and timeouts, and explain
+            cross-task and misnested exits (opt-in).
 
     Returns:
         The active `Session`; call `Session.uninstall` to remove every hook.
@@ -225,6 +295,10 @@ def install(
         lag_interval=lag_interval,
         system_interval=system_interval,
         dump_signal=dump_signal,  # type: ignore[arg-type]  # normalised to int by Options
+        locks=locks,
+        lock_hold_threshold=lock_hold_threshold,
+        resources=resources,
+        scopes=scopes,
     )
     with _active_lock:
         if _active is not None:

@@ -69,9 +69,15 @@ class TestValidReports:
         assert report["program"]["loop"] is None
 
     def test_extra_sections_are_allowed(self, api_report: dict[str, Any]) -> None:
-        """Monitors may add top-level sections such as ``loop`` or ``locks``."""
-        api_report["locks"] = [{"name": "db"}]
+        """A later monitor's section, unknown to this schema version, is allowed."""
+        api_report["queues"] = [{"name": "db"}]
         assert_valid_report(api_report)
+
+    def test_known_sections_are_checked(self, api_report: dict[str, Any]) -> None:
+        """A known section (``locks``) of the wrong shape is rejected."""
+        api_report["locks"] = [{"name": "db"}]
+        with pytest.raises(AssertionError):
+            assert_valid_report(api_report)
 
 
 def _set(path: tuple[Any, ...], value: Any) -> Any:

@@ -12,7 +12,7 @@ import argparse
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Final, NoReturn
+from typing import Any, Final, NoReturn
 
 from .._options import signal_number
 
@@ -28,6 +28,7 @@ _VALUED: Final = frozenset(
         "--lag-interval",
         "--system-interval",
         "--dump-signal",
+        "--lock-hold-threshold",
     }
 )
 #: Duration units accepted on the command line, in seconds.
@@ -75,13 +76,15 @@ class RunRequest:
     #: Absolute path of the JSON report.
     report: str = DEFAULT_REPORT
     quiet: bool = False
-    history_size: int = 10_000
-    #: `taskscope.install` options (seconds; a signal number or None).
-    block_threshold: float = 0.1
-    spin_threshold: float = 1.0
-    lag_interval: float = 0.05
-    system_interval: float = 1.0
-    dump_signal: int | None = None
+    #: Keyword options for `taskscope.install` (history size, thresholds in seconds,
+    #: a signal number, opt-in monitors), as given on the command line.
+    install_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def block_threshold(self) -> float:
+        """The ``--block-threshold`` in seconds."""
+        value: float = self.install_options.get("block_threshold", 0.1)
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +197,47 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="write every thread's stack and every task to stderr on this signal (e.g. SIGUSR1)",
     )
+    parser.add_argument(
+        "--locks",
+        action="store_true",
+        help="track locks, semaphores, conditions, events and queues (opt-in)",
+    )
+    parser.add_argument(
+        "--lock-hold-threshold",
+        metavar="DURATION",
+        type=parse_duration,
+        default=1.0,
+        help="with --locks: report a lock held longer than this (default: 1s)",
+    )
+    parser.add_argument(
+        "--resources",
+        action="store_true",
+        help="track transports, servers, subprocesses and HTTP client sessions (opt-in)",
+    )
+    parser.add_argument(
+        "--scopes",
+        action="store_true",
+        help="track cancel scopes, task groups and timeouts (opt-in)",
+    )
+
+
+#: `taskscope.install` keywords filled from the command line, by argparse destination.
+_INSTALL_OPTIONS: Final = (
+    "history_size",
+    "block_threshold",
+    "spin_threshold",
+    "lag_interval",
+    "system_interval",
+    "dump_signal",
+    "locks",
+    "lock_hold_threshold",
+    "resources",
+    "scopes",
+)
+
+
+def _install_options(namespace: argparse.Namespace) -> dict[str, Any]:
+    return {name: getattr(namespace, name) for name in _INSTALL_OPTIONS}
 
 
 def _run_parser(prog: str, usage: str) -> _Parser:
@@ -250,12 +294,7 @@ def parse_run(args: list[str]) -> RunRequest:
         args=program_args,
         report=os.path.abspath(namespace.report),
         quiet=namespace.quiet,
-        history_size=namespace.history_size,
-        block_threshold=namespace.block_threshold,
-        spin_threshold=namespace.spin_threshold,
-        lag_interval=namespace.lag_interval,
-        system_interval=namespace.system_interval,
-        dump_signal=namespace.dump_signal,
+        install_options=_install_options(namespace),
     )
 
 
@@ -269,12 +308,7 @@ def parse_demo(args: list[str]) -> RunRequest:
         args=[],
         report=os.path.abspath(namespace.report),
         quiet=namespace.quiet,
-        history_size=namespace.history_size,
-        block_threshold=namespace.block_threshold,
-        spin_threshold=namespace.spin_threshold,
-        lag_interval=namespace.lag_interval,
-        system_interval=namespace.system_interval,
-        dump_signal=namespace.dump_signal,
+        install_options=_install_options(namespace),
     )
 
 

@@ -115,14 +115,7 @@ class ProgramRun:
             ) from None
         if request.module is None:
             self.target.check_script()
-        self.session = _session.install(
-            history_size=request.history_size,
-            block_threshold=request.block_threshold,
-            spin_threshold=request.spin_threshold,
-            lag_interval=request.lag_interval,
-            system_interval=request.system_interval,
-            dump_signal=request.dump_signal,
-        )
+        self.session = _session.install(**request.install_options)
         if request.module is not None:
             try:
                 self.target.check_module()

@@ -1,0 +1,529 @@
+"""Class-level wrappers of asyncio, AnyIO and trio primitives for the lock monitor.
+
+Each wrapper calls the original method unchanged and does its bookkeeping around it, so
+fairness, cancellation and exceptions are the runtime's own. The only exception is
+``asyncio.Lock.acquire``'s uncontended fast path, which is asyncio's code verbatim (in
+`_compat_sync`), so that the common case costs no extra coroutine.
+
+Which primitives are tracked: every one constructed while the monitor is installed,
+except those a library constructs for its own use (AnyIO's ``Event`` wraps an
+``asyncio.Event``; only the AnyIO one is tracked). Primitives made before install are
+tracked only through `track_lock`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from typing import TYPE_CHECKING, Any, Final
+
+from .._backends import _compat_sync
+from .._backends._patching import Patches
+from .._core._faults import internal_error
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import CodeType, ModuleType
+
+    from ._sync_state import SyncTracker
+
+#: Creator classification of a code object (see `SyncPatcher._classify`).
+_SKIP: Final = 0
+_INTERNAL: Final = 1
+_USER: Final = 2
+
+#: AnyIO's construction plumbing: ``Lock.__new__`` asks the backend's ``create_lock``.
+_ANYIO_PLUMBING: Final = frozenset(
+    {
+        "__new__",
+        "__init__",
+        "create_event",
+        "create_lock",
+        "create_semaphore",
+        "create_capacity_limiter",
+    }
+)
+
+
+def _dir_of(module: ModuleType | None) -> str | None:
+    path = getattr(module, "__file__", None)
+    return os.path.join(os.path.dirname(os.path.realpath(path)), "") if path else None
+
+
+def _real(code: CodeType) -> str:
+    filename = code.co_filename
+    return os.path.realpath(filename) if os.path.isabs(filename) else filename
+
+
+class SyncPatcher:
+    """Installs the wrappers for one `SyncTracker`; `undo` restores every class."""
+
+    def __init__(self, tracker: SyncTracker) -> None:
+        self.tracker = tracker
+        self.patches = Patches()
+        self._type_names: dict[type, str] = {}
+        self._creators: dict[tuple[str, CodeType], int] = {}
+        self._library_dirs: tuple[str, ...] = ()
+        self.cancelled_types: tuple[type[BaseException], ...] = (asyncio.CancelledError,)
+
+    def undo(self) -> None:
+        """Restore every patched attribute."""
+        self.patches.undo()
+
+    def _refresh_dirs(self) -> None:
+        dirs = [_dir_of(sys.modules.get(name)) for name in ("asyncio", "anyio", "trio")]
+        dirs.append(_dir_of(sys.modules.get("taskscope")))
+        self._library_dirs = tuple(d for d in dirs if d)
+        trio = sys.modules.get("trio")
+        cancelled = getattr(trio, "Cancelled", None)
+        if isinstance(cancelled, type) and issubclass(cancelled, BaseException):
+            self.cancelled_types = (asyncio.CancelledError, cancelled)
+
+    # -- creation -------------------------------------------------------------------
+
+    def _classify(self, family: str, code: CodeType) -> int:
+        """Is `code`, constructing a `family` primitive, its constructor plumbing
+        (skip), a library making one for itself (internal), or the user's code?"""
+        key = (family, code)
+        known = self._creators.get(key)
+        if known is not None:
+            return known
+        real = _real(code)
+        in_library = real.startswith(self._library_dirs)
+        if code.co_filename.startswith("<attrs generated"):
+            result = _SKIP
+        elif family == "anyio":
+            anyio_dir = _dir_of(sys.modules.get("anyio")) or "\0"
+            if real.startswith(anyio_dir) and code.co_name in _ANYIO_PLUMBING:
+                result = _SKIP
+            else:
+                result = _INTERNAL if in_library else _USER
+        elif real in _compat_sync.ASYNCIO_SYNC_FILES or real in _compat_sync.trio_sync_files():
+            result = _SKIP
+        else:
+            result = _INTERNAL if in_library else _USER
+        self._creators[key] = result
+        return result
+
+    def _type_name(self, cls: type) -> str:
+        name = self._type_names.get(cls)
+        if name is None:
+            module = cls.__module__
+            if module.startswith("anyio."):
+                module = "anyio"
+            elif module.startswith("asyncio."):
+                module = "asyncio"
+            elif module.startswith("trio."):
+                module = "trio"
+            name = self._type_names[cls] = f"{module}.{cls.__qualname__}"
+        return name
+
+    def wrap_init(
+        self,
+        cls: type,
+        kind: str,
+        backend: str,
+        family: str,
+        capacity: Callable[[Any], float | None] | None = None,
+    ) -> None:
+        """Register every instance of `cls` constructed from now on."""
+        original = cls.__init__  # type: ignore[misc]
+        tracker = self.tracker
+        classify = self._classify
+        type_name = self._type_name
+
+        def __init__(obj: Any, *args: Any, **kwargs: Any) -> None:  # noqa: N807
+            original(obj, *args, **kwargs)
+            try:
+                if id(obj) in tracker.states:
+                    return  # a subclass's __init__ chained to ours
+                frame: Any = sys._getframe(1)
+                depth = 0
+                while frame is not None and depth < 16:
+                    verdict = classify(family, frame.f_code)
+                    if verdict == _INTERNAL:
+                        return
+                    if verdict == _USER:
+                        break
+                    frame = frame.f_back
+                    depth += 1
+                state = tracker.register(
+                    obj, kind, type_name(type(obj)), backend, tracker.user_frame(frame)
+                )
+                if capacity is not None:
+                    state.capacity = capacity(obj)
+            except Exception as exc:  # noqa: BLE001  # never break a constructor
+                internal_error("lock monitor: register", exc)
+
+        self.patches.replace(cls, "__init__", __init__)
+
+    # -- asyncio.Lock: the budgeted hot path ------------------------------------------
+
+    def wrap_asyncio_lock(self, cls: type) -> None:
+        """Wrap ``asyncio.Lock.acquire``/``release`` (uncontended: asyncio's fast path).
+
+        This is the budgeted hot path: the work is inlined (one dict lookup, one clock
+        read and a tuple per acquire; a pop, a clock read and a bucket per release).
+        """
+        tracker = self.tracker
+        states = tracker.states
+        clock = tracker.clock
+        live = tracker.live
+        library = tracker.library_codes
+        user_frame = tracker.user_frame
+        current_task = _compat_sync.fast_current_task()
+        getframe = sys._getframe
+        original_acquire = cls.acquire  # type: ignore[attr-defined]
+        original_release = cls.release  # type: ignore[attr-defined]
+        contended = self._contended(original_acquire, current_task, None, nested=False)
+        held = tracker.held
+
+        def acquired(lock: Any) -> None:
+            state = states.get(id(lock))
+            if state is None:
+                return
+            try:
+                key = id(current_task())
+                frame: Any = getframe(2)
+                code = frame.f_code
+                if library.get(code):  # ``async with``: __aenter__, then the user's line
+                    frame = frame.f_back
+                    code = frame.f_code
+                if library.get(code) is False:
+                    site: Any = (code, frame.f_lineno)
+                else:
+                    site = user_frame(frame)
+                state.holds.append((key, live.get(key), clock(), site))
+                state.acquisitions += 1
+            except Exception as exc:  # noqa: BLE001
+                internal_error("lock monitor: acquire", exc)
+
+        def release(lock: Any) -> None:
+            original_release(lock)
+            state = states.get(id(lock))
+            if state is not None and state.holds:
+                try:
+                    # A Lock has one holder; any task may release it.
+                    held(state, state.holds.pop())
+                except Exception as exc:  # noqa: BLE001
+                    internal_error("lock monitor: release", exc)
+
+        self.patches.replace(
+            cls,
+            "acquire",
+            _compat_sync.make_asyncio_lock_acquire(original_acquire, acquired, contended),
+        )
+        self.patches.replace(cls, "release", release)
+
+    # -- generic wrappers -----------------------------------------------------------
+
+    def _contended(
+        self,
+        original: Callable[..., Any],
+        current_task: Callable[[], Any],
+        would_block: Callable[[Any], bool] | None,
+        *,
+        nested: bool,
+        borrower: bool = False,
+    ) -> Callable[..., Any]:
+        """Return an async acquire that times the wait when it blocks and records the
+        hold when it succeeds (`would_block` None: it is known to block)."""
+        tracker = self.tracker
+        states = tracker.states
+        live = tracker.live
+        patcher = self
+
+        async def acquire(obj: Any, *args: Any, **kwargs: Any) -> Any:
+            state = states.get(id(obj))
+            if state is None:
+                return await original(obj, *args, **kwargs)
+            since = -1.0
+            try:
+                task_key = id(current_task())
+                key = id(args[0]) if borrower and args else task_key
+                record = live.get(key)
+                site = tracker.user_frame(sys._getframe(1))
+                if nested:
+                    if state.acquiring is None:
+                        state.acquiring = set()
+                    state.acquiring.add(task_key)
+                if would_block is None or would_block(obj):
+                    since = tracker.wait_begin(state, key, record, site, "acquire")
+            except Exception as exc:  # noqa: BLE001
+                internal_error("lock monitor: acquire", exc)
+                return await original(obj, *args, **kwargs)
+            try:
+                result = await original(obj, *args, **kwargs)
+            except BaseException as exc:
+                patcher._after(state, task_key, key, since, None, None, exc, nested=nested)
+                raise
+            patcher._after(state, task_key, key, since, record, site, None, nested=nested)
+            return result
+
+        return acquire
+
+    def _after(  # noqa: PLR0917  # internal, one call site
+        self,
+        state: Any,
+        task_key: int,
+        key: int,
+        since: float,
+        record: Any,
+        site: Any,
+        exc: BaseException | None,
+        *,
+        nested: bool,
+    ) -> None:
+        try:
+            if nested and state.acquiring is not None:
+                state.acquiring.discard(task_key)
+            if since >= 0:
+                cancelled = exc is not None and isinstance(exc, self.cancelled_types)
+                self.tracker.wait_end(state, key, since, cancelled=cancelled)
+            if exc is None:
+                self.tracker.hold(state, key, record, site)
+        except Exception as error:  # noqa: BLE001
+            internal_error("lock monitor: acquire", error)
+
+    def wrap_acquire(
+        self,
+        cls: type,
+        name: str,
+        current_task: Callable[[], Any],
+        would_block: Callable[[Any], bool],
+        *,
+        nested: bool = False,
+        borrower: bool = False,
+    ) -> None:
+        """Wrap an async acquire method of `cls`."""
+        original = getattr(cls, name)
+        wrapper = self._contended(
+            original, current_task, would_block, nested=nested, borrower=borrower
+        )
+        self.patches.replace(cls, name, wrapper)
+
+    def wrap_acquire_nowait(
+        self, cls: type, name: str, current_task: Callable[[], Any], *, borrower: bool = False
+    ) -> None:
+        """Wrap a synchronous acquire (``acquire_nowait``): a hold when it returns."""
+        original = getattr(cls, name)
+        tracker = self.tracker
+        states = tracker.states
+        live = tracker.live
+
+        def acquire_nowait(obj: Any, *args: Any, **kwargs: Any) -> Any:
+            result = original(obj, *args, **kwargs)
+            state = states.get(id(obj))
+            if state is not None:
+                try:
+                    task_key = id(current_task())
+                    acquiring = state.acquiring
+                    if acquiring is None or task_key not in acquiring:
+                        key = id(args[0]) if borrower and args else task_key
+                        site = tracker.user_frame(sys._getframe(1))
+                        tracker.hold(state, key, live.get(key), site)
+                except Exception as exc:  # noqa: BLE001
+                    internal_error("lock monitor: acquire_nowait", exc)
+            return result
+
+        self.patches.replace(cls, name, acquire_nowait)
+
+    def wrap_release(
+        self, cls: type, name: str, current_task: Callable[[], Any], *, borrower: bool = False
+    ) -> None:
+        """Wrap a release method: the hold ends once the original returns."""
+        original = getattr(cls, name)
+        tracker = self.tracker
+        states = tracker.states
+
+        def release(obj: Any, *args: Any, **kwargs: Any) -> Any:
+            result = original(obj, *args, **kwargs)
+            state = states.get(id(obj))
+            if state is not None:
+                try:
+                    key = id(args[0]) if borrower and args else id(current_task())
+                    tracker.unhold(state, key)
+                except Exception as exc:  # noqa: BLE001
+                    internal_error("lock monitor: release", exc)
+            return result
+
+        self.patches.replace(cls, name, release)
+
+    def wrap_wait(
+        self,
+        cls: type,
+        name: str,
+        current_task: Callable[[], Any],
+        would_block: Callable[[Any], bool] | None,
+        operation: str,
+    ) -> None:
+        """Wrap a method that only waits (``Event.wait``, ``Queue.get``, ``Condition.wait``)."""
+        original = getattr(cls, name)
+        tracker = self.tracker
+        states = tracker.states
+        live = tracker.live
+        cancelled_types = self.cancelled_types
+
+        async def wait(obj: Any, *args: Any, **kwargs: Any) -> Any:
+            state = states.get(id(obj))
+            if state is None or (would_block is not None and not would_block(obj)):
+                return await original(obj, *args, **kwargs)
+            try:
+                key = id(current_task())
+                site = tracker.user_frame(sys._getframe(1))
+                since = tracker.wait_begin(state, key, live.get(key), site, operation)
+            except Exception as exc:  # noqa: BLE001
+                internal_error("lock monitor: wait", exc)
+                return await original(obj, *args, **kwargs)
+            try:
+                result = await original(obj, *args, **kwargs)
+            except BaseException as exc:
+                try:
+                    tracker.wait_end(state, key, since, cancelled=isinstance(exc, cancelled_types))
+                except Exception as error:  # noqa: BLE001
+                    internal_error("lock monitor: wait", error)
+                raise
+            try:
+                tracker.wait_end(state, key, since, cancelled=False)
+            except Exception as error:  # noqa: BLE001
+                internal_error("lock monitor: wait", error)
+            return result
+
+        self.patches.replace(cls, name, wait)
+
+    # -- per runtime ----------------------------------------------------------------
+
+    def patch_asyncio(self) -> None:
+        """Wrap asyncio's Lock, Semaphore, BoundedSemaphore, Condition, Event, Queue."""
+        self._refresh_dirs()
+        task = _compat_sync.fast_current_task()
+        self.wrap_init(asyncio.Lock, "lock", "asyncio", "asyncio")
+        self.wrap_asyncio_lock(asyncio.Lock)
+        self.wrap_init(
+            asyncio.Semaphore,
+            "semaphore",
+            "asyncio",
+            "asyncio",
+            capacity=_compat_sync.asyncio_semaphore_value,
+        )
+        self.wrap_acquire(asyncio.Semaphore, "acquire", task, asyncio.Semaphore.locked)
+        self.wrap_release(asyncio.Semaphore, "release", task)
+        self.wrap_init(asyncio.Condition, "condition", "asyncio", "asyncio")
+        self.wrap_wait(asyncio.Condition, "wait", task, None, "wait")
+        self.wrap_init(asyncio.Event, "event", "asyncio", "asyncio")
+        self.wrap_wait(asyncio.Event, "wait", task, _not_set, "wait")
+        self.wrap_init(asyncio.Queue, "queue", "asyncio", "asyncio", capacity=_queue_capacity)
+        self.wrap_wait(asyncio.Queue, "get", task, asyncio.Queue.empty, "get")
+        self.wrap_wait(asyncio.Queue, "put", task, asyncio.Queue.full, "put")
+
+    def patch_trio(self, trio: ModuleType) -> None:
+        """Wrap trio's Lock (and StrictFIFOLock), Semaphore, CapacityLimiter, Event."""
+        self._refresh_dirs()
+        task = trio.lowlevel.current_task
+        base = _compat_sync.trio_lock_base(trio)
+        if base is not None:
+            for cls in {trio.Lock, trio.StrictFIFOLock, base}:
+                if "__init__" in vars(cls):
+                    self.wrap_init(cls, "lock", "trio", "trio")
+            self.wrap_acquire(base, "acquire", task, _locked, nested=True)
+            self.wrap_acquire_nowait(base, "acquire_nowait", task)
+            self.wrap_release(base, "release", task)
+        self.wrap_init(trio.Semaphore, "semaphore", "trio", "trio", capacity=_value_of)
+        self.wrap_acquire(trio.Semaphore, "acquire", task, _value_zero, nested=True)
+        self.wrap_acquire_nowait(trio.Semaphore, "acquire_nowait", task)
+        self.wrap_release(trio.Semaphore, "release", task)
+        self._patch_limiter(trio.CapacityLimiter, "trio", "trio", task, routed=True)
+        self.wrap_init(trio.Event, "event", "trio", "trio")
+        self.wrap_wait(trio.Event, "wait", task, _not_set, "wait")
+
+    def _patch_limiter(
+        self, cls: type, backend: str, family: str, task: Callable[[], Any], *, routed: bool
+    ) -> None:
+        """A capacity limiter: `routed` when its task methods call the borrower ones."""
+        self.wrap_init(cls, "capacity-limiter", backend, family, capacity=_total_tokens)
+        block = _no_tokens
+        self.wrap_acquire(cls, "acquire_on_behalf_of", task, block, nested=True, borrower=True)
+        self.wrap_acquire_nowait(cls, "acquire_on_behalf_of_nowait", task, borrower=True)
+        self.wrap_release(cls, "release_on_behalf_of", task, borrower=True)
+        if not routed:
+            self.wrap_acquire(cls, "acquire", task, block)
+            self.wrap_acquire_nowait(cls, "acquire_nowait", task)
+            self.wrap_release(cls, "release", task)
+
+    def patch_anyio_backend(self, module: ModuleType, backend: str) -> None:
+        """Wrap one AnyIO backend's Lock, Semaphore, CapacityLimiter and Event."""
+        self._refresh_dirs()
+        if backend == "trio":
+            trio = sys.modules["trio"]
+            task: Callable[[], Any] = trio.lowlevel.current_task
+        else:
+            task = _compat_sync.fast_current_task()
+        classes = _compat_sync.anyio_backend_classes(module)
+        lock = classes.get("Lock")
+        if lock is not None:
+            self.wrap_init(lock, "lock", backend, "anyio")
+            self.wrap_acquire(lock, "acquire", task, _locked)
+            self.wrap_acquire_nowait(lock, "acquire_nowait", task)
+            self.wrap_release(lock, "release", task)
+        semaphore = classes.get("Semaphore")
+        if semaphore is not None:
+            self.wrap_init(semaphore, "semaphore", backend, "anyio", capacity=_value_of)
+            self.wrap_acquire(semaphore, "acquire", task, _value_zero)
+            self.wrap_acquire_nowait(semaphore, "acquire_nowait", task)
+            self.wrap_release(semaphore, "release", task)
+        limiter = classes.get("CapacityLimiter")
+        if limiter is not None:
+            self._patch_limiter(limiter, backend, "anyio", task, routed=backend == "asyncio")
+        event = classes.get("Event")
+        if event is not None:
+            self.wrap_init(event, "event", backend, "anyio")
+            self.wrap_wait(event, "wait", task, _not_set, "wait")
+
+    def patch_anyio_condition(self, module: ModuleType) -> None:
+        """Wrap AnyIO's (backend-independent) Condition."""
+        self._refresh_dirs()
+        cls = getattr(module, "Condition", None)
+        if not isinstance(cls, type):
+            return
+        self.wrap_init(cls, "condition", "anyio", "anyio")
+        self.wrap_wait(cls, "wait", _any_current_task, None, "wait")
+
+
+def _any_current_task() -> Any:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        trio = sys.modules.get("trio")
+        return trio.lowlevel.current_task() if trio is not None else None
+
+
+def _not_set(obj: Any) -> bool:
+    return not obj.is_set()
+
+
+def _locked(obj: Any) -> bool:
+    return bool(obj.locked())
+
+
+def _value_zero(obj: Any) -> bool:
+    return bool(obj.value == 0)
+
+
+def _value_of(obj: Any) -> float | None:
+    value = getattr(obj, "value", None)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _no_tokens(obj: Any) -> bool:
+    return bool(obj.available_tokens <= 0)
+
+
+def _total_tokens(obj: Any) -> float | None:
+    value = getattr(obj, "total_tokens", None)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _queue_capacity(obj: Any) -> float | None:
+    maxsize = getattr(obj, "maxsize", 0)
+    return float(maxsize) if isinstance(maxsize, int) and maxsize > 0 else None

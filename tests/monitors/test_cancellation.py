@@ -1,0 +1,290 @@
+"""Cancellation provenance: why each task was cancelled, by whom, through which scope.
+
+The backends call the monitor's hooks (see docs/cancel-scopes.md, "Integration");
+until the lead wires them, the `provenance` fixture adds exactly those calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import pytest
+import trio
+
+import taskscope
+from taskscope._backends._asyncio import AsyncioBackend
+from taskscope.analysis._scopes import real_errors
+from taskscope.monitors import _scopes
+from taskscope.monitors._scopes import ScopeMonitor
+from tests.conftest import line_of
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from taskscope._core._records import TaskInfo
+
+BACKENDS = [pytest.param("asyncio", id="asyncio"), pytest.param("trio", id="trio")]
+
+
+def _wire(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Add the integration calls to the backends (what the lead adds to the code)."""
+    note_request = AsyncioBackend._note_cancel_request
+    finish = AsyncioBackend.finish
+
+    def _note_cancel_request(self: AsyncioBackend, record: Any, loop: Any, future: Any) -> None:
+        note_request(self, record, loop, future)
+        if record.cancel_cause != "shutdown":
+            _scopes.note_cancel_request(record, sys._getframe(2))
+
+    def _finish(self: AsyncioBackend, record: Any, task: Any) -> None:
+        if task.cancelled():
+            _scopes.note_task_cancelled(record, task)
+        finish(self, record, task)
+
+    monkeypatch.setattr(AsyncioBackend, "_note_cancel_request", _note_cancel_request)
+    monkeypatch.setattr(AsyncioBackend, "finish", _finish)
+    from taskscope._backends._trio import TrioBackend
+
+    describe_end = TrioBackend._describe_end
+
+    def _describe_end(self: TrioBackend, record: Any, error: BaseException) -> int:
+        state = describe_end(self, record, error)
+        if record.cancel_cause is not None:
+            task = next(
+                (t for t in _all_trio_tasks() if id(t) == record.owner_key),
+                None,
+            )
+            if task is not None:
+                _scopes.note_task_cancelled(record, task)
+        return state
+
+    monkeypatch.setattr(TrioBackend, "_describe_end", _describe_end)
+
+
+def _all_trio_tasks() -> list[Any]:
+    try:
+        root = trio.lowlevel.current_root_task()
+    except RuntimeError:
+        return []
+    found, pending = [], [root]
+    while pending:
+        task = pending.pop()
+        if task is None:
+            continue
+        found.append(task)
+        for nursery in task.child_nurseries:
+            pending.extend(nursery.child_tasks)
+    return found
+
+
+@pytest.fixture
+def provenance(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[taskscope.Session, ScopeMonitor]]:
+    """A session and a ScopeMonitor with the backends' provenance calls wired."""
+    _wire(monkeypatch)
+    session = taskscope.install()
+    monitor = ScopeMonitor()
+    monitor.install(session.registry)
+    try:
+        yield session, monitor
+    finally:
+        monitor.uninstall()
+        session.uninstall()
+
+
+def task_named(session: taskscope.Session, name: str) -> TaskInfo:
+    """Return the one task called `name`."""
+    (task,) = [t for t in session.snapshot().tasks if t.name == name]
+    return task
+
+
+async def sleeper() -> None:
+    """Sleep until cancelled."""
+    await anyio.sleep(10)
+
+
+async def failing() -> None:
+    """Fail after a moment."""
+    await anyio.sleep(0.01)
+    raise ValueError("boom")
+
+
+class TestCauses:
+    """Each cause of cancellation, on AnyIO's asyncio and trio backends."""
+
+    @pytest.mark.parametrize("backend", BACKENDS)
+    def test_explicit_cancel_from_a_task(self, provenance: Any, backend: str) -> None:
+        """scope.cancel(reason) from another task: who, which line, the reason, the scope."""
+        session, monitor = provenance
+
+        async def main() -> None:
+            async with anyio.create_task_group() as group:  # explicit-tg
+                group.start_soon(sleeper, name="victim")
+
+                async def canceller() -> None:
+                    await anyio.sleep(0.01)
+                    group.cancel_scope.cancel("enough")  # explicit-cancel
+
+                group.start_soon(canceller, name="canceller")
+
+        anyio.run(main, backend=backend)
+        victim = task_named(session, "victim")
+        assert victim.state == "cancelled"
+        cancellation = victim.cancellation
+        assert cancellation is not None
+        assert cancellation.cause == "cancel-call"
+        assert cancellation.requested_by is not None
+        assert cancellation.requested_by.name == "canceller"
+        assert cancellation.location is not None
+        assert cancellation.location.line == line_of("explicit-cancel")
+        assert cancellation.message == "enough"
+        scope = monitor.cancel_scope_of(victim.id)
+        assert scope is not None
+        assert scope.kind == "task_group"
+        assert scope.entered_at is not None
+        assert scope.entered_at.line == line_of("explicit-tg")
+
+    @pytest.mark.parametrize("backend", BACKENDS)
+    def test_move_on_after_deadline(self, provenance: Any, backend: str) -> None:
+        """A task inside a move_on_after that expires: timeout, located at the scope."""
+        _session, monitor = provenance
+
+        async def child() -> None:
+            with anyio.move_on_after(0.01):  # deadline-scope
+                await anyio.sleep(10)
+
+        async def main() -> None:
+            async with anyio.create_task_group() as group:
+                group.start_soon(child, name="child")
+
+        anyio.run(main, backend=backend)
+        section = monitor.snapshot()
+        (scope,) = [s for s in section.recent if s.kind == "move_on_after"]
+        assert scope.cancel is not None
+        assert scope.cancel.cause == "timeout"
+        assert scope.cancelled_caught
+        assert scope.cancel.location is not None
+        assert scope.cancel.location.line == line_of("deadline-scope")
+        assert section.by_kind["move_on_after"].timed_out == 1
+
+    @pytest.mark.parametrize("backend", BACKENDS)
+    def test_fail_after_cancels_a_task(self, provenance: Any, backend: str) -> None:
+        """A fail_after around a task group cancels its children: cause timeout."""
+        session, monitor = provenance
+
+        async def main() -> None:
+            with contextlib.suppress(TimeoutError), anyio.fail_after(0.02):  # fail-scope
+                async with anyio.create_task_group() as group:
+                    group.start_soon(sleeper, name="slow")
+
+        anyio.run(main, backend=backend)
+        slow = task_named(session, "slow")
+        assert slow.cancellation is not None
+        assert slow.cancellation.cause == "timeout"
+        assert slow.cancellation.location is not None
+        assert slow.cancellation.location.line == line_of("fail-scope")
+        scope = monitor.cancel_scope_of(slow.id)
+        assert scope is not None
+        assert scope.kind == "fail_after"
+        assert monitor.snapshot().by_kind["fail_after"].timed_out == 1
+
+    @pytest.mark.parametrize("backend", BACKENDS)
+    def test_sibling_failure(self, provenance: Any, backend: str) -> None:
+        """A child that fails cancels its siblings: cause sibling-failure, naming it."""
+        session, monitor = provenance
+
+        async def main() -> None:
+            async with anyio.create_task_group() as group:  # sibling-tg
+                group.start_soon(sleeper, name="sibling")
+                group.start_soon(failing, name="failing")
+
+        with pytest.raises(BaseExceptionGroup) as caught:
+            anyio.run(main, backend=backend)
+        assert [type(e) for e in real_errors(caught.value)] == [ValueError]
+        sibling = task_named(session, "sibling")
+        assert sibling.cancellation is not None
+        assert sibling.cancellation.cause == "sibling-failure"
+        assert sibling.cancellation.requested_by is not None
+        assert sibling.cancellation.requested_by.name == "failing"
+        (entry,) = [c for c in monitor.snapshot().cancellations if c.task.name == "sibling"]
+        assert entry.error == "ValueError"
+        assert entry.scope is not None
+        assert entry.scope.kind == "task_group"
+        assert entry.scope.entered_at is not None
+        assert entry.scope.entered_at.line == line_of("sibling-tg")
+
+    def test_loop_shutdown(self, provenance: Any) -> None:
+        """A task still pending when asyncio.run's main returns: cause shutdown."""
+        session, _ = provenance
+
+        async def main() -> None:
+            asyncio.get_running_loop().create_task(asyncio.sleep(10), name="leftover")
+            await asyncio.sleep(0)
+
+        asyncio.run(main())
+        leftover = task_named(session, "leftover")
+        assert leftover.cancellation is not None
+        assert leftover.cancellation.cause == "shutdown"
+
+    def test_asyncio_taskgroup_sibling_failure(self, provenance: Any) -> None:
+        """asyncio.TaskGroup: a failing child cancels the others, named in the cause."""
+        session, _ = provenance
+
+        async def boom() -> None:
+            await asyncio.sleep(0.01)
+            raise ValueError("boom")
+
+        async def main() -> None:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(asyncio.sleep(10), name="other")
+                group.create_task(boom(), name="boom")
+
+        with pytest.raises(BaseExceptionGroup):
+            asyncio.run(main())
+        other = task_named(session, "other")
+        assert other.cancellation is not None
+        assert other.cancellation.cause == "sibling-failure"
+        assert other.cancellation.requested_by is not None
+        assert other.cancellation.requested_by.name == "boom"
+
+    def test_asyncio_timeout(self, provenance: Any) -> None:
+        """asyncio.timeout expiring cancels the task that entered it: cause timeout."""
+        session, monitor = provenance
+
+        async def waits() -> None:
+            async with asyncio.timeout(0.01):  # asyncio-timeout
+                await asyncio.sleep(10)
+
+        async def main() -> None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.create_task(waits(), name="waits")
+
+        asyncio.run(main())
+        assert monitor.snapshot().by_kind["asyncio.timeout"].timed_out == 1
+        waits_task = task_named(session, "waits")
+        assert waits_task.state == "failed"  # it raised TimeoutError, not cancelled
+
+
+class TestRealErrors:
+    """The real errors of an exception group come first, cancellations dropped."""
+
+    def test_flattens_and_drops_cancellations(self) -> None:
+        """One real error among sibling cancellations is all that is left."""
+        error = ValueError("real")
+        group = BaseExceptionGroup(
+            "tg",
+            [
+                asyncio.CancelledError(),
+                BaseExceptionGroup("inner", [error, trio.Cancelled._create()]),
+            ],
+        )
+        assert real_errors(group) == [error]
+
+    def test_plain_exception_and_plain_cancellation(self) -> None:
+        """A plain error is its own real error; a bare cancellation has none."""
+        error = KeyError("k")
+        assert real_errors(error) == [error]
+        assert real_errors(asyncio.CancelledError()) == []
