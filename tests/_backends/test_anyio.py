@@ -9,6 +9,7 @@ import anyio
 import pytest
 
 from tests.conftest import line_of
+from tests.reportcheck import assert_valid_report
 
 if TYPE_CHECKING:
     from taskscope import Session, TaskInfo
@@ -117,7 +118,11 @@ class TestTaskGroups:
                 group.cancel_scope.cancel()
 
         run(anyio_backend, main)
-        assert named(session, "sleeper").state == "cancelled"
+        sleeper = named(session, "sleeper")
+        assert sleeper.state == "cancelled"
+        assert sleeper.cancellation is not None
+        assert sleeper.cancellation.cause == "cancel-scope"
+        assert_valid_report(session.report())
 
     def test_a_clean_program_has_no_findings(
         self, session: Session, anyio_backend: tuple[str, dict[str, Any]]

@@ -29,6 +29,9 @@ _LIBRARY_PACKAGES: Final = (
     "uvloop",
     "concurrent",
     "taskscope",
+    # A test runner's frames are never the user's line: the test is.
+    "_pytest",
+    "pluggy",
 )
 #: Standard-library modules (single files) that are equally invisible.
 _LIBRARY_MODULES: Final = ("contextlib", "threading", "selectors", "runpy", "functools")
