@@ -135,3 +135,18 @@ class TestPublicSurface:
     def test_line_of_helper_finds_markers(self) -> None:
         """The test helper resolves marker comments (used by many tests)."""
         assert line_of("the-marker-line") == sys._getframe(0).f_lineno  # the-marker-line
+
+
+class TestCompiledCode:
+    """Frames of compiled (Cython) code, as uvloop's coroutines produce."""
+
+    def test_relative_package_paths_are_library_code(self) -> None:
+        """A code object named ``uvloop/loop.pyx`` is looked through."""
+        code = compile("pass", "uvloop/loop.pyx", "exec")
+        assert LocationFilter().is_library(code)
+
+    def test_a_missing_line_number_falls_back_to_the_first_line(self) -> None:
+        """A raw location with no line still formats to a valid location."""
+        code = compile("\n\npass", "/somewhere/app.py", "exec")
+        location = to_location((code, None))  # type: ignore[arg-type]
+        assert location is not None and location.line >= 1

@@ -86,6 +86,10 @@ class LocationFilter:
         filename = code.co_filename
         if filename.startswith("<frozen "):
             result = True
+        elif not os.path.isabs(filename) and filename.split("/", 1)[0] in _LIBRARY_PACKAGES:
+            # Compiled extensions (uvloop's Cython) name their source relative to the
+            # package: "uvloop/loop.pyx".
+            result = True
         else:
             # Pure string work: no file-system access on the event loop.
             path = os.path.normpath(filename) if os.path.isabs(filename) else filename
@@ -168,6 +172,8 @@ def to_location(raw: RawLocation | None) -> Location | None:
     if raw is None:
         return None
     code, line = raw
+    if line is None:  # a frame of compiled code (Cython) may have no line number
+        line = code.co_firstlineno or 1
     filename = code.co_filename
     if os.path.isabs(filename):
         filename = os.path.normpath(filename)
