@@ -149,4 +149,5 @@ class TestCompiledCode:
         """A raw location with no line still formats to a valid location."""
         code = compile("\n\npass", "/somewhere/app.py", "exec")
         location = to_location((code, None))  # type: ignore[arg-type]
-        assert location is not None and location.line >= 1
+        assert location is not None
+        assert location.line >= 1
