@@ -24,8 +24,7 @@ import statistics
 import sys
 import time
 import tracemalloc
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -34,6 +33,9 @@ from taskscope.taskmanager import (
     as_completed_with_concurrency,
     gather_with_concurrency,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterator
 
 ADD_TASK_BUDGET = 1 / 0.7
 GATHER_BUDGET = 1.3
@@ -86,9 +88,17 @@ async def _gather(n: int, limit: int) -> list[Any]:
     return await gather_with_concurrency(_echo, range(n), limit=limit)
 
 
+async def _none(_: int) -> None:
+    await anyio.lowlevel.checkpoint()
+
+
+async def _gather_none(n: int, limit: int) -> int:
+    return len(await gather_with_concurrency(_none, iter(range(n)), limit=limit))
+
+
 async def _stream(n: int, limit: int) -> int:
     count = 0
-    async with as_completed_with_concurrency(_echo, iter(range(n)), limit=limit) as results:
+    async with as_completed_with_concurrency(_none, iter(range(n)), limit=limit) as results:
         async for _ in results:
             count += 1
     return count
@@ -140,7 +150,9 @@ def _lines(results: dict[str, Any]) -> Iterator[str]:
         )
         for name, peaks in r["peak_bytes"].items():
             sizes = ", ".join(f"{n} items: {b / 1024:.0f} KiB" for n, b in peaks.items())
-            yield f"  peak memory {name}: {sizes}"
+            per_item = r["peak_bytes_per_extra_item"][name]
+            yield f"  peak memory {name}: {sizes} ({per_item:.1f} bytes per extra item)"
+        yield "  (gather's extra bytes per item are its result list: one 8-byte slot per item)"
 
 
 def main(
@@ -161,11 +173,12 @@ def main(
         semaphore_s, gather_s = _interleaved(
             backend, repeat, (_semaphore_loop, _gather), gather_n, limit
         )
-        peaks: dict[str, dict[int, int]] = {"as_completed": {}, "gather minus result list": {}}
+        peaks: dict[str, dict[int, int]] = {"as_completed": {}, "gather": {}}
         for n in memory_sizes:
             peaks["as_completed"][n] = _peak(backend, _stream, n, limit)
-            result_list = sys.getsizeof([None] * n)
-            peaks["gather minus result list"][n] = _peak(backend, _gather, n, limit) - result_list
+            peaks["gather"][n] = _peak(backend, _gather_none, n, limit)
+        small, large = memory_sizes
+        per_item = {name: (p[large] - p[small]) / (large - small) for name, p in peaks.items()}
         throughput = start_soon_s / add_task_s
         ratio = gather_s / semaphore_s
         out["backends"][backend] = {
@@ -181,6 +194,7 @@ def main(
             "gather_ratio": ratio,
             "gather_ok": ratio <= GATHER_BUDGET,
             "peak_bytes": peaks,
+            "peak_bytes_per_extra_item": per_item,
         }
     return out
 

@@ -36,6 +36,26 @@ def current_task() -> Any:
     return task
 
 
+def annotate_current_task(**values: Any) -> None:
+    """Add annotations to the running task's record (nothing without a session).
+
+    Used by integrations (the task manager records its own status this way) and
+    equivalent to entering ``tracked_task(**values)`` without renaming the task.
+    """
+    session = current_session()
+    if session is None:
+        return
+    try:
+        task = current_task()
+        record = session.registry.find(task) if task is not None else None
+        if record is not None:
+            if record.annotations is None:
+                record.annotations = {}
+            record.annotations.update(values)
+    except Exception as exc:  # noqa: BLE001  # annotating must never break the program
+        internal_error("annotate_current_task", exc)
+
+
 def _get_name(task: Any) -> str:
     getter = getattr(task, "get_name", None)
     return str(getter() if getter is not None else task.name)

@@ -65,6 +65,7 @@ class _Pool:
         "return_exceptions",
         "running",
         "send",
+        "spawned",
         "task_timeout",
         "total",
     )
@@ -110,13 +111,14 @@ class _Pool:
         self.results: list[Any] = []
         self.pulled = 0
         self.completed = 0
-        self.running = 0
+        self.running = 0  # workers alive; the last one closes the stream
+        self.spawned = 0  # workers ever started (at most limit)
         self.exhausted = False
         self.error: BaseException | None = None
         self.send: MemoryObjectSendStream[tuple[int, Any]] | None = None
 
     def start(self, tg: TaskGroup) -> None:
-        self.running = 1
+        self.running = self.spawned = 1
         tg.start_soon(self.worker, tg)
 
     def fail(self, error: BaseException, tg: TaskGroup) -> None:
@@ -146,7 +148,7 @@ class _Pool:
             while self.error is None and not self.exhausted:
                 try:
                     item = next(sync_iter, _DONE) if sync_iter is not None else await self.apull()
-                except Exception as exc:  # the input's error ends the run
+                except Exception as exc:  # noqa: BLE001 -- the input's error ends the run
                     self.fail(exc, tg)
                     return
                 if item is _DONE:
@@ -156,7 +158,10 @@ class _Pool:
                 self.pulled += 1
                 if self.send is None:
                     results.append(None)
-                if self.running < self.limit:
+                # Ramp up: each pulled item may add one worker, up to limit in all.
+                # Workers are never replaced (they only stop when the run ends).
+                if self.spawned < self.limit and not tg.cancel_scope.cancel_called:
+                    self.spawned += 1
                     self.running += 1
                     tg.start_soon(self.worker, tg)
                 try:
@@ -165,7 +170,7 @@ class _Pool:
                     else:
                         async with self.limiter:
                             value = await self.call(item)
-                except Exception as exc:  # returned or re-raised below
+                except Exception as exc:  # noqa: BLE001 -- returned or re-raised below
                     if not self.return_exceptions:
                         self.fail(exc, tg)
                         return
@@ -179,7 +184,7 @@ class _Pool:
                 if self.on_progress is not None:
                     try:
                         self.on_progress(self.completed, self.total)
-                    except Exception as exc:  # the caller's callback
+                    except Exception as exc:  # noqa: BLE001 -- the caller's callback, re-raised
                         self.fail(exc, tg)
                         return
         finally:

@@ -12,15 +12,18 @@ that task's); any task on the event-loop thread may add, cancel and wait for tas
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
+import math
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import anyio
 
-from ._entry import Entry
+from .._tracking import annotate_current_task
+from ._entry import Entry, bad_task_id, cancel_outcome, func_name, not_awaitable
 from ._errors import DuplicateTaskError, ManagerStateError, QueueFullError
 from ._gather import gather_impl
 from ._limits import check_callable, check_positive_int, check_timeout, resolve_limits
@@ -48,26 +51,9 @@ _RUNNING = TaskStatus.RUNNING
 _COMPLETED = TaskStatus.COMPLETED
 _FAILED = TaskStatus.FAILED
 _CANCELLED = TaskStatus.CANCELLED
-_TIMEOUT = TaskStatus.TIMEOUT
 
 _NEW, _OPEN, _CLOSING, _CLOSED = "new", "open", "closing", "closed"
-
-
-def _func_name(func: object) -> str:
-    return getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
-
-
-def _bad_task_id(task_id: object) -> Exception:
-    if isinstance(task_id, str):
-        return ValueError("task_id must be a non-empty str")
-    return TypeError(f"task_id must be a str, got {task_id!r}")
-
-
-def _not_awaitable(entry: Entry, value: object) -> TypeError:
-    return TypeError(
-        f"{entry.name} returned {type(value).__name__}, not an awaitable: add_task runs "
-        "coroutine functions; wrap blocking code with manager.run_in_thread()"
-    )
+_NO_SCOPE = contextlib.nullcontext()
 
 
 class TaskManager(TaskTable):
@@ -100,8 +86,9 @@ class TaskManager(TaskTable):
             message names it.
     """
 
-    # Invariant: the task group exists whenever the state is not _NEW.
+    # Invariant: both exist whenever the state is not _NEW.
     _tg: TaskGroup
+    _cancelled_exc: type[BaseException]
 
     def __init__(
         self,
@@ -161,6 +148,7 @@ class TaskManager(TaskTable):
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
+        self._cancelled_exc = anyio.get_cancelled_exc_class()
         self._state = _OPEN
         self._started = self._accepting = True
 
@@ -194,19 +182,14 @@ class TaskManager(TaskTable):
         self._state = _CLOSING
         self._accepting = False
         # A clean exit drains gracefully; an exception or cancellation cancels at once.
-        grace = self._grace if exc_type is None else 0.0
         try:
-            return await close_group(
-                self,
-                tg=self._tg,
-                grace=grace,
-                cancel_timeout=self._cancel_timeout,
-                exc=exc,
-                tb=tb,
+            await close_group(
+                self, tg=self._tg, grace=self._grace, cancel_timeout=self._cancel_timeout, exc=exc
             )
         finally:
             self._state = _CLOSED
             self._reconcile()
+        return None  # the body's exception, if any, propagates unchanged
 
     # -------------------------------------------------------------- adding work
 
@@ -246,12 +229,12 @@ class TaskManager(TaskTable):
         if threading.get_ident() != self._thread:
             check_owner(self._thread, None, "add tasks to")
         if not task_id or not isinstance(task_id, str):
-            raise _bad_task_id(task_id)
+            raise bad_task_id(task_id)
         if task_id in self._live:
             raise DuplicateTaskError(task_id)
         check_callable("func", func)
         timeout = self._default_timeout if timeout is None else check_timeout("timeout", timeout)
-        entry = Entry(task_id, _func_name(func), timeout, self._clock())
+        entry = Entry(task_id, func_name(func), timeout, self._clock())
         try:
             self._global.acquire_on_behalf_of_nowait(entry)
         except anyio.WouldBlock:
@@ -261,7 +244,8 @@ class TaskManager(TaskTable):
         else:
             entry.holds_slot = True
         self._live[task_id] = entry
-        self._tg.start_soon(self._run, entry, func, args, kwargs, name=task_id)
+        # AnyIO >= 4.16 returns a TaskHandle able to cancel the task; older ones, None.
+        entry.handle = self._tg.start_soon(self._run, entry, func, args, kwargs, name=task_id)
 
     async def _run(
         self,
@@ -272,34 +256,47 @@ class TaskManager(TaskTable):
     ) -> None:
         self._active += 1
         status = _CANCELLED
-        try:
+        # Entering a cancel scope is the costliest step of a task: when AnyIO's task
+        # handle (AnyIO >= 4.16) can cancel the task, open our own only for a timeout.
+        scope = None
+        if entry.timeout is not None or entry.handle is None:
             scope = entry.scope = anyio.CancelScope()
-            with scope:
-                if entry.cancel_requested:  # cancelled before it was scheduled: never start
-                    scope.cancel()
-                    await anyio.lowlevel.checkpoint()
-                if not entry.holds_slot:
-                    await self._global.acquire_on_behalf_of(entry)
-                    entry.holds_slot = True
-                    self._queued -= 1
-                entry.status = _RUNNING
-                entry.started_at = self._clock()
-                if entry.timeout is not None:
-                    scope.deadline = anyio.current_time() + entry.timeout
+        try:
+            if entry.cancel_requested:  # cancelled before it was scheduled: never start
+                return
+            with scope or _NO_SCOPE:
                 try:
+                    if not entry.holds_slot:
+                        await self._global.acquire_on_behalf_of(entry)
+                        entry.holds_slot = True
+                        self._queued -= 1
+                    entry.status = _RUNNING
+                    entry.started_at = self._clock()
+                    if scope is not None and entry.timeout is not None:
+                        scope.deadline = entry.deadline = anyio.current_time() + entry.timeout
                     awaitable = func(*args, **kwargs)
                     if not inspect.isawaitable(awaitable):
-                        raise _not_awaitable(entry, awaitable)  # noqa: TRY301 -- recorded below
+                        raise not_awaitable(entry, awaitable)  # noqa: TRY301 -- recorded below
                     entry.result = await awaitable
                     status = _COMPLETED
-                except Exception as exc:  # a task never takes the manager down
+                except self._cancelled_exc as exc:
+                    if anyio.current_effective_deadline() != -math.inf:
+                        # Nothing around us is cancelled: the task raised the cancellation
+                        # exception itself (asyncio allows that). It is a failure.
+                        entry.exception = exc
+                        status = _FAILED
+                    else:
+                        status = cancel_outcome(entry)
+                        raise
+                except Exception as exc:  # noqa: BLE001 -- a task never takes the manager down
                     entry.exception = exc
                     status = _FAILED
-            if scope.cancelled_caught:
-                status = _CANCELLED if entry.cancel_requested else _TIMEOUT
         finally:
             self._active -= 1
             self._finish(entry, status)
+            # The wrapper absorbs the work's failure or cancellation, so the task itself
+            # may end "completed": taskscope's record carries the manager's status.
+            annotate_current_task(task_id=entry.task_id, status=status.value)
 
     def _not_open(self, what: str) -> ManagerStateError:
         if self._state == _NEW:

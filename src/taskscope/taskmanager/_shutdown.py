@@ -21,7 +21,6 @@ from ._errors import WrongTaskError
 
 if TYPE_CHECKING:
     import logging
-    from types import TracebackType
 
     from anyio.abc import TaskGroup
 
@@ -78,32 +77,24 @@ async def close_group(
     grace: float,
     cancel_timeout: float,
     exc: BaseException | None,
-    tb: TracebackType | None,
-) -> bool | None:
-    """Drain, cancel and exit ``tg``; return what its ``__aexit__`` returned."""
+) -> None:
+    """Drain, cancel and exit ``tg``.
+
+    The task group never sees the exception leaving the ``async with`` body: managed
+    tasks never raise into the group, so the only error it could report is the body's
+    own, and AnyIO would wrap it in an ``ExceptionGroup``. The caller lets the original
+    propagate unchanged instead.
+    """
     try:
-        if grace > 0:
+        if grace > 0 and exc is None:
             with anyio.move_on_after(grace):
                 await manager._wait_idle()
-    except BaseException as drain_error:
-        # The owner was cancelled (or interrupted) while draining: cancel at once, and
-        # let the task group see the real exception so it can propagate or absorb it.
-        suppressed = await _cancel_and_exit(
-            manager, tg, cancel_timeout, drain_error, drain_error.__traceback__
-        )
-        if not suppressed:
-            raise
-        return suppressed
-    return await _cancel_and_exit(manager, tg, cancel_timeout, exc, tb)
+    finally:
+        # Also runs when the owner is cancelled (or interrupted) while draining.
+        await _cancel_and_exit(manager, tg, cancel_timeout)
 
 
-async def _cancel_and_exit(
-    manager: _Closable,
-    tg: TaskGroup,
-    cancel_timeout: float,
-    exc: BaseException | None,
-    tb: TracebackType | None,
-) -> bool | None:
+async def _cancel_and_exit(manager: _Closable, tg: TaskGroup, cancel_timeout: float) -> None:
     if manager._begin_cancel_all():
         tg.cancel_scope.cancel()
         if cancel_timeout > 0:
@@ -118,4 +109,4 @@ async def _cancel_and_exit(
                     ", ".join(map(repr, stuck)),
                     cancel_timeout,
                 )
-    return await tg.__aexit__(type(exc) if exc is not None else None, exc, tb)
+    await tg.__aexit__(None, None, None)

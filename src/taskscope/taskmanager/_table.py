@@ -76,7 +76,8 @@ class TaskTable:
         entry.ended_at = self._clock()
         self._counts[status] += 1
         del self._live[entry.task_id]
-        self._history.add(entry.info())
+        entry.release()
+        self._history.add(entry)
         if entry.done_event is not None:
             entry.done_event.set()
         if self._wake is not None:
@@ -123,16 +124,14 @@ class TaskTable:
         """
         entry = self._live.get(task_id)
         if entry is None:
-            if self._history.get(task_id) is None:
+            if task_id not in self._history:
                 raise UnknownTaskError(task_id, self._history.size)
             return False
         if threading.get_ident() != self._thread:
             check_owner(self._thread, None, "cancel tasks of")
-        if not entry.cancel_requested:
-            entry.cancel_requested = True
+        if not entry.cancel_requested:  # the first reason wins
             entry.cancel_reason = reason
-        if entry.scope is not None:
-            entry.scope.cancel()
+        entry.cancel()
         return True
 
     def status(self, task_id: str) -> TaskInfo:
@@ -196,7 +195,7 @@ class TaskTable:
         return list(self._live)
 
     def _stuck_task_ids(self) -> list[str]:
-        return [e.task_id for e in self._live.values() if e.scope is not None]
+        return [e.task_id for e in self._live.values() if e.status is _RUNNING]
 
     def snapshot(self) -> ManagerSnapshot:
         """Return limiter usage, backlog length and task counts per status."""
