@@ -29,6 +29,18 @@ LOOP_FLAVOURS = [
 ]
 
 
+#: The AnyIO backends (with options) every AnyIO-level test runs on.
+ANYIO_BACKENDS = [
+    pytest.param(("asyncio", {}), id="asyncio"),
+    pytest.param(
+        ("asyncio", {"use_uvloop": True}),
+        id="asyncio+uvloop",
+        marks=pytest.mark.skipif(sys.platform == "win32", reason="uvloop is POSIX-only"),
+    ),
+    pytest.param(("trio", {}), id="trio"),
+]
+
+
 @pytest.fixture(autouse=True)
 def taskscope_logs_propagate() -> Iterator[None]:
     """Let caplog see taskscope's own messages (they bypass the root logger by default)."""

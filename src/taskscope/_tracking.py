@@ -9,6 +9,7 @@ import inspect
 import sys
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
+from ._core._current import current_task
 from ._core._faults import internal_error
 from ._session import current_session
 
@@ -20,20 +21,6 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-
-def current_task() -> Any:
-    """Return the running asyncio or trio task, or None outside of one."""
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:
-        task = None
-    if task is None and "trio" in sys.modules:
-        try:
-            task = sys.modules["trio"].lowlevel.current_task()
-        except RuntimeError:
-            task = None
-    return task
 
 
 def annotate_current_task(**values: Any) -> None:

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
 
-from tests.conftest import line_of
+from tests.conftest import ANYIO_BACKENDS, line_of
 from tests.reportcheck import assert_valid_report
 
 if TYPE_CHECKING:
     from taskscope import Session, TaskInfo
-
-ANYIO_BACKENDS = [
-    pytest.param(("asyncio", {}), id="asyncio"),
-    pytest.param(
-        ("asyncio", {"use_uvloop": True}),
-        id="asyncio+uvloop",
-        marks=pytest.mark.skipif(sys.platform == "win32", reason="uvloop is POSIX-only"),
-    ),
-    pytest.param(("trio", {}), id="trio"),
-]
 
 
 @pytest.fixture(params=ANYIO_BACKENDS)

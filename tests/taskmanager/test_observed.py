@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
 
 from taskscope.taskmanager import TaskManager
+from tests.conftest import ANYIO_BACKENDS
 
 if TYPE_CHECKING:
     from taskscope import Session
-
-BACKENDS = [
-    pytest.param(("asyncio", {}), id="asyncio"),
-    pytest.param(
-        ("asyncio", {"use_uvloop": True}),
-        id="asyncio+uvloop",
-        marks=pytest.mark.skipif(sys.platform == "win32", reason="uvloop is POSIX-only"),
-    ),
-    pytest.param(("trio", {}), id="trio"),
-]
 
 
 async def succeed() -> str:
@@ -41,7 +31,7 @@ async def forever() -> None:
 class TestObservedByTaskscope:
     """The manager's tasks are ordinary tasks to taskscope, named by their task id."""
 
-    @pytest.mark.parametrize("backend", BACKENDS)
+    @pytest.mark.parametrize("backend", ANYIO_BACKENDS)
     def test_task_ids_and_outcomes_in_the_records(
         self, session: Session, backend: tuple[str, dict[str, Any]]
     ) -> None:

@@ -188,7 +188,7 @@ class AsyncioBackend:
         instruments = self.instruments
         finish = self.finish
         first_step = self._first_step
-        note_longest = self._note_longest
+        note_suspension = self.registry.note_suspension
 
         def timed_step(record: TaskRecord, task: Any, callback: Any, *args: Any) -> None:
             if "before_task_step" in instruments:
@@ -219,7 +219,7 @@ class AsyncioBackend:
                             first_step(record, task)
                         if duration > record.longest_step:
                             record.longest_step = duration
-                            note_longest(record, task)
+                            note_suspension(record, task.get_coro())
                     if "after_task_step" in instruments:
                         instruments.call("after_task_step", record.id, duration)
                 except Exception as exc:  # noqa: BLE001  # never raise into the loop
@@ -427,50 +427,11 @@ class AsyncioBackend:
                 state = COMPLETED
             else:
                 state = FAILED
-                record.exception = self.describe_exception(exc)
+                record.exception = self.locations.describe_exception(exc)
                 record.exception_id = id(exc)
         self.registry.task_finished(record, state, task)
         if "task_finished" in self.instruments:
             self.instruments.call("task_finished", self._info(record))
-
-    def describe_exception(self, exc: BaseException) -> tuple[str, str, list[RawLocation]]:
-        """Extract an exception's type, message and frames (without keeping it alive)."""
-        try:
-            message = str(exc)
-        except Exception:  # noqa: BLE001  # a broken __str__ must not break the report
-            message = f"<unprintable {type(exc).__qualname__}>"
-        return (
-            type(exc).__qualname__,
-            message,
-            self.locations.traceback_frames(exc.__traceback__),
-        )
-
-    def _note_longest(self, record: TaskRecord, task: Any) -> None:
-        """Remember where the task is suspended after its longest step so far.
-
-        Also names the task's coroutine after the outermost *user* coroutine in the
-        await chain when the task's own coroutine is a library wrapper (AnyIO wraps
-        every spawned coroutine), so reports say ``fetch`` rather than ``_run_coro``.
-        """
-        is_library = self.locations.is_library
-        coro = task.get_coro()
-        frame = None
-        rename = record.code is not None and is_library(record.code)
-        depth = 0
-        while coro is not None and depth < 64:
-            inner = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-            if inner is not None and not is_library(inner.f_code):
-                frame = inner
-                if rename:
-                    record.code = inner.f_code
-                    record.coroutine_override = None
-                    site = record.site
-                    if site is not None and (site.code is None or is_library(site.code)):
-                        site.code = inner.f_code
-                    rename = False
-            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
-            depth += 1
-        record.longest_step_at = (frame.f_code, frame.f_lineno) if frame is not None else None
 
     def _note_cancel_request(self, record: TaskRecord, loop: Any, future: Any) -> None:
         """A task's wakeup is scheduled with a cancelled future: cancellation is being

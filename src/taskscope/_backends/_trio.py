@@ -42,9 +42,6 @@ if TYPE_CHECKING:
     from .._core._instruments import Instruments
     from .._core._location import LocationFilter, RawLocation
 
-#: Await chains deeper than this are not walked (a guard against pathological chains).
-_MAX_AWAIT_DEPTH: Final = 64
-
 
 class TrioTaskRecord(TaskRecord):
     """A record of a trio task."""
@@ -361,7 +358,7 @@ class TrioBackend:
         if duration > record.longest_step:
             record.longest_step = duration
             if not final:
-                self._note_longest(record, task.coro)
+                self.registry.note_suspension(record, task.coro)
         if "after_task_step" in self.instruments:
             self.instruments.call("after_task_step", record.id, duration)
 
@@ -397,46 +394,12 @@ class TrioBackend:
                 # Only a user's ``cancel(reason=...)``; trio's own reasons are not messages.
                 record.cancel_message = _compat.trio_cancel_reason(cancelled)
             return CANCELLED
-        record.exception = self._describe_exception(error)
+        record.exception = self.locations.describe_exception(error)
         record.exception_id = id(error)
         # trio hands every task's exception to its nursery, which raises it in the
         # parent: it is always retrieved (there is no "never retrieved" on trio).
         record.exception_retrieved = True
         return FAILED
-
-    def _describe_exception(self, exc: BaseException) -> tuple[str, str, list[RawLocation]]:
-        try:
-            message = str(exc)
-        except Exception:  # noqa: BLE001  # a broken __str__ must not break the report
-            message = f"<unprintable {type(exc).__qualname__}>"
-        return (
-            type(exc).__qualname__,
-            message,
-            self.locations.traceback_frames(exc.__traceback__),
-        )
-
-    def _note_longest(self, record: TaskRecord, coro: Any) -> None:
-        """Remember where the task is suspended after its longest step so far.
-
-        Also names the task's coroutine after the outermost *user* coroutine in the
-        await chain when the task's own coroutine is still a library wrapper that
-        `track` could not see through.
-        """
-        is_library = self.locations.is_library
-        frame = None
-        rename = record.code is not None and is_library(record.code)
-        depth = 0
-        while coro is not None and depth < _MAX_AWAIT_DEPTH:
-            inner = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-            if inner is not None and not is_library(inner.f_code):
-                frame = inner
-                if rename:
-                    record.code = inner.f_code
-                    record.coroutine_override = None
-                    rename = False
-            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
-            depth += 1
-        record.longest_step_at = (frame.f_code, frame.f_lineno) if frame is not None else None
 
     # -- adoption -------------------------------------------------------------------
 

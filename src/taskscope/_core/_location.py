@@ -148,6 +148,14 @@ class LocationFilter:
             tb = tb.tb_next
         return frames[-limit:]
 
+    def describe_exception(self, exc: BaseException) -> tuple[str, str, list[RawLocation]]:
+        """Extract an exception's type, message and frames, keeping none of it alive."""
+        try:
+            message = str(exc)
+        except Exception:  # noqa: BLE001  # a broken __str__ must not break the report
+            message = f"<unprintable {type(exc).__qualname__}>"
+        return type(exc).__qualname__, message, self.traceback_frames(exc.__traceback__)
+
     def innermost_user(self, frames: list[RawLocation]) -> RawLocation | None:
         """Return the innermost user frame of a list ordered outermost first."""
         for code, line in reversed(frames):
@@ -171,9 +179,9 @@ def to_location(raw: RawLocation | None) -> Location | None:
     """Format a raw location for reporting (slow path)."""
     if raw is None:
         return None
-    code, line = raw
-    if line is None:  # a frame of compiled code (Cython) may have no line number
-        line = code.co_firstlineno or 1
+    code = raw[0]
+    # A frame of compiled code (Cython) may have no line number (None, despite typing).
+    line = raw[1] or code.co_firstlineno or 1
     filename = code.co_filename
     if os.path.isabs(filename):
         filename = os.path.normpath(filename)

@@ -34,6 +34,8 @@ DEFAULT_MAX_SITES: Final = 10_000
 #: Records with a finding kept beyond the history (a forgotten task that failed early
 #: must still be reported at the end), up to this many.
 MAX_NOTABLE: Final = 1_000
+#: How deep an await chain is followed (coroutines awaiting coroutines).
+MAX_AWAIT_DEPTH: Final = 64
 
 
 _LINE_SPAN: Final = 1 << 20
@@ -441,6 +443,33 @@ class Registry:
                 self._ref_keys.pop(id(ref), None)
                 record.ref = None
             record.step_start = 0.0
+
+    def note_suspension(self, record: TaskRecord, coro: Any) -> None:
+        """Remember where a task is suspended after its longest step so far.
+
+        Walks the coroutine's await chain to the innermost user frame: the ``await``
+        right after the slow code. Also names the task after the outermost *user*
+        coroutine in the chain when its own coroutine is a library wrapper (AnyIO wraps
+        every spawned coroutine), so reports say ``fetch`` rather than ``_run_coro``.
+        """
+        is_library = self.locations.is_library
+        frame = None
+        rename = record.code is not None and is_library(record.code)
+        depth = 0
+        while coro is not None and depth < MAX_AWAIT_DEPTH:
+            inner = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+            if inner is not None and not is_library(inner.f_code):
+                frame = inner
+                if rename:
+                    record.code = inner.f_code
+                    record.coroutine_override = None
+                    site = record.site
+                    if site is not None and (site.code is None or is_library(site.code)):
+                        site.code = inner.f_code
+                    rename = False
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+            depth += 1
+        record.longest_step_at = (frame.f_code, frame.f_lineno) if frame is not None else None
 
     def mark_pending_at_exit(self, record: TaskRecord) -> None:
         """The task was still pending when its loop or the program ended."""

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .._backends import _compat, _compat_sync
 from .._backends._patching import Patches
+from .._core._current import current_task
 from .._core._faults import internal_error
 from .._core._location import to_location
 from .._core._records import Location, TaskRef
@@ -382,7 +383,7 @@ class ResourceMonitor:
     def _new(self, kind: str, name: str, cls: type, frame: FrameType | None) -> _Resource:
         assert self.registry is not None  # only called once installed
         opened_by = None
-        task = _current_task()
+        task = current_task()
         if task is not None:
             opened_by = self.registry.live.get(id(task))
         return _Resource(
@@ -546,21 +547,6 @@ def _info(resource: _Resource, now: float, started: float) -> ResourceInfo:
         outcome=resource.outcome,
         error=resource.error,
     )
-
-
-def _current_task() -> Any:
-    import asyncio
-
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:
-        task = None
-    if task is None and "trio" in sys.modules:
-        try:
-            task = sys.modules["trio"].lowlevel.current_task()
-        except RuntimeError:
-            task = None
-    return task
 
 
 #: Installed resource monitors (the explicit API reports to the newest).
