@@ -649,7 +649,11 @@ class TestInstruments:
 
         with taskscope.monitor(clock=clock) as session:
             assert trio.run(main) == 5
-        assert internal_error_counts() == {"trio backend: after_task_step": 1}
+        # The first hook to read the armed clock fails (task_scheduled, for the
+        # checkpoint's reschedule); exactly one fault, contained.
+        counts = internal_error_counts()
+        assert sum(counts.values()) == 1
+        assert next(iter(counts)).startswith("trio backend: ")
         later = by_name(session)["later"]
         assert (later.state, later.steps) == ("completed", 3)
 
@@ -758,3 +762,53 @@ class TestTransparency:
 
         trio.run(main)
         assert seen == [(trio.lowlevel.Task, trio_name(main), "main")]
+
+
+class TestScheduledAndSpinning:
+    """Scheduled time and the waits that spinning detection relies on, on trio."""
+
+    def test_scheduled_time_is_ready_but_not_running(
+        self, clocked_session: Session, mock_clock: MockClock
+    ) -> None:
+        """A task made ready while another holds the loop is scheduled for that long."""
+
+        async def main() -> None:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(checkpoints, 1, name="waiter")
+                mock_clock.advance(3.0)  # the spawner keeps the loop; waiter is ready
+
+        trio.run(main)
+        waiter = by_name(clocked_session)["waiter"]
+        assert waiter.scheduled == pytest.approx(3.0)
+        assert waiter.idle == pytest.approx(
+            waiter.ended - waiter.created - waiter.busy - waiter.scheduled  # type: ignore[operator]
+        )
+
+    def test_checkpoints_are_not_waits_but_sleeps_are(self, session: Session) -> None:
+        """A bare checkpoint leaves waited_at alone; a real sleep moves it."""
+        seen: dict[str, tuple[int, int]] = {}
+
+        async def spinner() -> None:
+            for _ in range(5):
+                await trio.lowlevel.checkpoint()
+            record = session.registry.find(trio.lowlevel.current_task())
+            assert record is not None
+            seen["spinner"] = (record.steps, record.waited_at)
+
+        async def sleeper() -> None:
+            for _ in range(5):
+                await trio.sleep(0.001)
+            record = session.registry.find(trio.lowlevel.current_task())
+            assert record is not None
+            seen["sleeper"] = (record.steps, record.waited_at)
+
+        async def main() -> None:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(spinner)
+                nursery.start_soon(sleeper)
+
+        trio.run(main)
+        spin_steps, spin_waited = seen["spinner"]
+        assert spin_steps - spin_waited >= 5  # no wait since its first step
+        sleep_steps, sleep_waited = seen["sleeper"]
+        assert sleep_steps - sleep_waited <= 1  # woken by the timer each time

@@ -194,6 +194,28 @@ class TestSpinning:
         assert finding.details["rate"] > 0
         assert finding.details["steps"] >= 10
 
+    def test_checkpoint_loop_on_trio(self, watched: Session) -> None:
+        """while True: await trio.sleep(0), cancelled later, is task-spinning on trio."""
+        import trio
+
+        async def spin() -> None:
+            while True:
+                await trio.sleep(0)
+
+        async def main() -> None:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(spin, name="trio-spinner")  # start-trio-spinner
+                await trio.sleep(0.4)
+                nursery.cancel_scope.cancel()
+
+        trio.run(main)
+        (finding,) = [f for f in watched.findings() if f.kind == "task-spinning"]
+        assert finding.task is not None
+        assert finding.task.name == "trio-spinner"
+        assert finding.location is not None
+        assert finding.location.line == line_of("start-trio-spinner")
+        assert finding.details["steps"] >= 10
+
     def test_waiting_task_is_not_spinning(self, watched: Session) -> None:
         """A task that waits for timers between steps is not spinning."""
 

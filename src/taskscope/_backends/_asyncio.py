@@ -195,6 +195,10 @@ class AsyncioBackend:
                 instruments.call("before_task_step", record.id)
             start = clock()
             record.step_start = start
+            scheduled_at = record.scheduled_at
+            if scheduled_at:
+                record.scheduled += start - scheduled_at
+                record.scheduled_at = 0.0
             try:
                 callback(*args)
             finally:
@@ -243,6 +247,7 @@ class AsyncioBackend:
         timed_step = self._timed_step
         discover = self._discover
         note_cancel = self._note_cancel_request
+        clock = self.registry.clock
 
         def call_soon(loop: Any, callback: Any, *args: Any, context: Any = None) -> Any:
             try:
@@ -255,6 +260,7 @@ class AsyncioBackend:
                     if record is None:
                         record = discover(owner, loop)
                     if record is not None:
+                        record.scheduled_at = clock()
                         if args:
                             # Woken by what it waited for; a step without args is the
                             # task rescheduling itself (see LoopMonitor: spinning).

@@ -122,6 +122,20 @@ class _TaskInstrument(trio.abc.Instrument):
         except Exception as exc:  # noqa: BLE001  # never raise into the run loop
             internal_error("trio backend: task_spawned", exc)
 
+    def task_scheduled(self, task: trio.lowlevel.Task) -> None:
+        """Note that a task became ready to run, and whether it had waited."""
+        record = self._live.get(id(task))
+        if record is not None:
+            try:
+                if not record.step_start:
+                    # Woken from outside its own step: it waited for something. A
+                    # checkpoint reschedules the task inside its step (trio calls this
+                    # hook before after_task_step), which is not a wait (spinning).
+                    record.waited_at = record.steps
+                record.scheduled_at = self._clock()
+            except Exception as exc:  # noqa: BLE001  # a broken injected clock
+                internal_error("trio backend: task_scheduled", exc)
+
     def before_task_step(self, task: trio.lowlevel.Task) -> None:
         """Start timing a step."""
         record = self._live.get(id(task))
@@ -129,7 +143,11 @@ class _TaskInstrument(trio.abc.Instrument):
             try:
                 if "before_task_step" in self._instruments:
                     self._instruments.call("before_task_step", record.id)
-                record.step_start = self._clock()
+                start = record.step_start = self._clock()
+                scheduled_at = record.scheduled_at
+                if scheduled_at:
+                    record.scheduled += start - scheduled_at
+                    record.scheduled_at = 0.0
             except Exception as exc:  # noqa: BLE001  # a broken injected clock
                 internal_error("trio backend: before_task_step", exc)
 

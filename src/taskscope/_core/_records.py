@@ -99,7 +99,11 @@ class TaskInfo:
     ended: float | None
     #: Total time spent running the task's steps.
     busy: float
-    #: Time alive and not running a step (waiting or scheduled): ``wall - busy``.
+    #: Time ready to run but waiting for the loop (from being woken, or rescheduling
+    #: itself, to its step starting): the loop's lag as this task felt it.
+    scheduled: float
+    #: Time alive, neither running nor ready: waiting for I/O, time or another task
+    #: (``wall - busy - scheduled``).
     idle: float
     #: Number of steps (resumptions of the coroutine).
     steps: int

@@ -108,6 +108,8 @@ class TaskRecord:
         "owner_key",
         "parent_id",
         "ref",
+        "scheduled",
+        "scheduled_at",
         "site",
         "state",
         "step_start",
@@ -168,6 +170,10 @@ class TaskRecord:
         self.first_step: float | None = None
         #: Clock reading when the current step began; 0.0 between steps.
         self.step_start = 0.0
+        #: Clock reading when the task was last made ready to run; 0.0 once it runs.
+        self.scheduled_at = 0.0
+        #: Total time spent ready but waiting for the loop to run it.
+        self.scheduled = 0.0
         self.ended: float | None = None
         self.busy = 0.0
         self.steps = 0

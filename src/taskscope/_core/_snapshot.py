@@ -50,6 +50,10 @@ def task_info(record: TaskRecord, registry: Registry, now: float | None = None) 
     # A step in progress counts towards busy time up to now.
     busy = record.busy + (now - record.step_start if record.step_start else 0.0)
     end = record.ended if record.ended is not None else now
+    # A task ready to run right now has been scheduled since `scheduled_at`.
+    scheduled = record.scheduled
+    if record.scheduled_at and record.state == PENDING and not record.step_start:
+        scheduled += now - record.scheduled_at
     cancellation = None
     if record.cancel_cause is not None and (state == "cancelled" or record.state == PENDING):
         requester = record.cancel_requester
@@ -72,7 +76,8 @@ def task_info(record: TaskRecord, registry: Registry, now: float | None = None) 
         first_step=elapsed(record.first_step) if record.first_step is not None else None,
         ended=elapsed(record.ended) if record.ended is not None else None,
         busy=busy,
-        idle=max(0.0, end - record.created - busy),
+        scheduled=scheduled,
+        idle=max(0.0, end - record.created - busy - scheduled),
         steps=record.steps,
         longest_step=record.longest_step,
         longest_step_at=to_location(record.longest_step_at),

@@ -16,7 +16,7 @@ How a stall is seen (also in docs/loop-health.md):
   probe. A loop waiting in ``select()`` answers probes, so it is never a stall.
 * **Samples.** The loop thread's stack is read with ``sys._current_frames()`` during
   the stall, at growing intervals, at most `MAX_SAMPLES` times per stall.
-* **Spinning.** The asyncio backend stores ``waited_at = steps`` each time a task is
+* **Spinning.** The backends store ``waited_at = steps`` each time a task is
   woken by a future (I/O, a timer, another task). A task whose steps keep growing with
   ``waited_at`` unchanged reschedules itself without ever waiting.
 """
@@ -509,7 +509,7 @@ class LoopMonitor:
         streaks = self._streaks
         seen: set[int] = set()
         for record in list(self.registry.live.values()):
-            if record.backend != "asyncio" or record.steps - record.waited_at < 2:
+            if record.steps - record.waited_at < 2:
                 continue
             seen.add(record.id)
             streak = streaks.get(record.id)
