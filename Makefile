@@ -38,10 +38,15 @@ test-versions:
 	  $(MAKE) --no-print-directory pytest PYTHON=$$py VENV=.venv-$$v || exit 1; \
 	done
 
-bench: $(VENV)/.installed
+# The peers (aiomonitor, OpenTelemetry) come from the bench extra, installed on demand.
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+bench: $(VENV)/.bench-installed
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
-bench-check: $(VENV)/.installed
+bench-check: $(VENV)/.bench-installed
 	$(BIN)/python -m benchmarks --check $(BENCH_ARGS)
 
 bench-smoke: $(VENV)/.installed
