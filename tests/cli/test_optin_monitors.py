@@ -27,8 +27,8 @@ async def leaves_stream_open() -> None:
     server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     KEEP.append(await asyncio.open_connection("127.0.0.1", port))  # never closed
+    # No wait_closed(): since 3.12 it waits for the connection left open on purpose.
     server.close()
-    await server.wait_closed()
 
 
 async def main() -> None:
