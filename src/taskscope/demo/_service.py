@@ -26,7 +26,7 @@ from typing import Final
 ORDERS: Final = 30
 CLIENT_PAUSE: Final = 0.05
 WORKERS: Final = 3
-#: The order whose audit record the (simulated) audit service rejects.
+#: The order whose audit record the in-process audit step rejects.
 REJECTED_AUDIT: Final = 13
 #: The order whose payment confirmation is awaited by an unreferenced task.
 UNCONFIRMED: Final = 20
@@ -79,7 +79,7 @@ class OrderService:
         """Take orders off the queue until the sentinel (None) arrives."""
         while (order := await self.queue.get()) is not None:
             await self.enrich(order)
-            await asyncio.sleep(0.01)  # writing to the (simulated) database
+            await asyncio.sleep(0.01)  # the store's write latency (the demo keeps orders in memory)
             self.stored[order.id] = order
             # PLANTED MISTAKE 1: fire and forget. Nothing keeps or awaits this task, so
             # when the audit service rejects a record, the exception is never retrieved.
@@ -105,17 +105,17 @@ class OrderService:
             group.start_soon(self.lookup_stock, order)
 
     async def lookup_price(self, order: Order) -> None:
-        """Ask the (simulated) catalogue for the price."""
+        """Look the price up in the in-process catalogue (with a lookup delay)."""
         await asyncio.sleep(0.02)
         order.price = 9.5 * order.quantity
 
     async def lookup_stock(self, order: Order) -> None:
-        """Ask the (simulated) warehouse whether the item is in stock."""
+        """Check the in-process stock table (with a lookup delay)."""
         await asyncio.sleep(0.015)
         order.in_stock = order.quantity < 5
 
     async def send_audit(self, order: Order) -> None:
-        """Send the order to the (simulated) audit service."""
+        """Audit the order (in process); one order is rejected on purpose."""
         await asyncio.sleep(0.005)
         if order.id == REJECTED_AUDIT:
             raise AuditServiceError(f"audit service rejected order {order.id}")
