@@ -58,13 +58,12 @@ class Session:
     # -- lifecycle ------------------------------------------------------------------
 
     def _install(self) -> None:
-        monitors = Monitors(self.registry, self.options)
+        monitors = self.monitors = Monitors(self.registry, self.options)
         monitors.start()  # first: a bad dump signal fails here, before any hook is in
-        self.monitors = monitors
         asyncio_backend = AsyncioBackend(self.registry, self.instruments, self.registry.locations)
         asyncio_backend.on_new_loop = monitors.watch_asyncio_loop
+        self._backends.append(asyncio_backend)  # before install: a partial one is undone
         asyncio_backend.install()
-        self._backends.append(asyncio_backend)
         _compat.when_imported("trio", self._on_trio_import)
         # After the backends: the resource monitor wraps the same loop methods, and
         # wrappers are undone newest first.
@@ -109,28 +108,32 @@ class Session:
         with _active_lock:
             if not self.installed:
                 return
-            _compat.cancel_import_callbacks()
-            for plugin in reversed(self.plugins):
-                try:
-                    plugin.uninstall()
-                except Exception as exc:  # noqa: BLE001
-                    internal_error(f"{type(plugin).__name__}: uninstall", exc)
-            if self.monitors is not None:
-                # Before the backends: the monitors' wrappers sit on top of theirs.
-                try:
-                    self.monitors.stop()
-                except Exception as exc:  # noqa: BLE001
-                    internal_error("monitors: stop", exc)
-            for backend in reversed(self._backends):
-                try:
-                    backend.uninstall()
-                except Exception as exc:  # noqa: BLE001
-                    internal_error(f"{type(backend).__name__}: uninstall", exc)
-            self._backends.clear()
-            self.registry.detach()
-            self.installed = False
+            self._teardown()
             if _active is self:
                 _active = None
+
+    def _teardown(self) -> None:
+        """Undo whatever `_install` put in, newest first (also after a failed install)."""
+        _compat.cancel_import_callbacks()
+        for plugin in reversed(self.plugins):
+            try:
+                plugin.uninstall()
+            except Exception as exc:  # noqa: BLE001
+                internal_error(f"{type(plugin).__name__}: uninstall", exc)
+        if self.monitors is not None:
+            # Before the backends: the monitors' wrappers sit on top of theirs.
+            try:
+                self.monitors.stop()
+            except Exception as exc:  # noqa: BLE001
+                internal_error("monitors: stop", exc)
+        for backend in reversed(self._backends):
+            try:
+                backend.uninstall()
+            except Exception as exc:  # noqa: BLE001
+                internal_error(f"{type(backend).__name__}: uninstall", exc)
+        self._backends.clear()
+        self.registry.detach()
+        self.installed = False
 
     def end_of_program(self) -> None:
         """Mark the end of the monitored program: what is still pending now is a finding."""
@@ -307,7 +310,11 @@ def install(
                 "taskscope.current_session() or call session.uninstall() first"
             )
         session = Session(options, instruments)
-        session._install()
+        try:
+            session._install()
+        except BaseException:
+            session._teardown()  # all or nothing: no hook stays in without a session
+            raise
         _active = session
     return session
 

@@ -466,6 +466,20 @@ class TestTransparency:
         assert not outlives.destroyed_pending
         assert sessions[0].findings() == []
 
+    def test_a_failed_install_leaves_nothing_behind(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """If an opt-in monitor fails to install, every hook already in is taken out."""
+        from taskscope.monitors._scopes import ScopeMonitor
+
+        def broken(self: ScopeMonitor, registry: object) -> None:
+            raise RuntimeError("cannot install")
+
+        monkeypatch.setattr(ScopeMonitor, "install", broken)
+        original = vars(asyncio.BaseEventLoop)["call_soon"]
+        with pytest.raises(RuntimeError, match="cannot install"):
+            taskscope.install(scopes=True)
+        assert vars(asyncio.BaseEventLoop)["call_soon"] is original
+        assert taskscope.current_session() is None
+
     def test_install_twice_is_an_error(self, session: Session) -> None:
         """A second install while one is active says how to proceed."""
         with pytest.raises(RuntimeError, match="already installed"):
