@@ -227,6 +227,9 @@ TRIO_SETUP_RUNNER: Final = "setup_runner"
 #: ``Runner.task_exited(self, task, outcome)``: the one place a task's outcome passes
 #: through before the ``task_exited`` instrument hook (which does not receive it).
 TRIO_TASK_EXITED: Final = "task_exited"
+#: ``Runner.reschedule(self, task, next_send=...)``: every task made ready to run passes
+#: through it (it calls the ``task_scheduled`` hook itself, at a dispatch cost).
+TRIO_RESCHEDULE: Final = "reschedule"
 
 
 def trio_run_module() -> ModuleType | None:
