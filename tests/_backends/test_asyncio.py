@@ -577,7 +577,7 @@ class TestFaults:
         reset_internal_errors()
         backend = session._backends[0]
 
-        def broken(record: Any, task: Any) -> None:
+        def broken(record: Any, task: Any, ended: float | None = None) -> None:
             raise RuntimeError("accounting bug")
 
         monkeypatch.setattr(backend, "finish", broken)

@@ -40,10 +40,10 @@ def _wire(monkeypatch: pytest.MonkeyPatch) -> None:
         if record.cancel_cause != "shutdown":
             _scopes.note_cancel_request(record, sys._getframe(2))
 
-    def _finish(self: AsyncioBackend, record: Any, task: Any) -> None:
+    def _finish(self: AsyncioBackend, record: Any, task: Any, ended: float | None = None) -> None:
         if task.cancelled():
             _scopes.note_task_cancelled(record, task)
-        finish(self, record, task)
+        finish(self, record, task, ended)
 
     monkeypatch.setattr(AsyncioBackend, "_note_cancel_request", _note_cancel_request)
     monkeypatch.setattr(AsyncioBackend, "finish", _finish)

@@ -216,7 +216,7 @@ class AsyncioBackend:
                                 first_step(record, task)
                         if duration > record.longest_step:
                             record.longest_step = duration
-                        finish(record, task)
+                        finish(record, task, end)
                     else:
                         if record.first_step is None:
                             record.first_step = start
@@ -421,7 +421,7 @@ class AsyncioBackend:
             if id(task) not in self.registry.live:
                 self._adopt(task)
 
-    def finish(self, record: TaskRecord, task: Any) -> None:
+    def finish(self, record: TaskRecord, task: Any, ended: float | None = None) -> None:
         """Record how a task ended and move it to the history."""
         if task.cancelled():
             state = CANCELLED
@@ -435,7 +435,7 @@ class AsyncioBackend:
                 state = FAILED
                 record.exception = self.locations.describe_exception(exc)
                 record.exception_id = id(exc)
-        self.registry.task_finished(record, state, task)
+        self.registry.task_finished(record, state, task, ended)
         if "task_finished" in self.instruments:
             self.instruments.call("task_finished", self._info(record))
 

@@ -350,12 +350,18 @@ class Registry:
             return True
         return False
 
-    def task_finished(self, record: TaskRecord, state: int, task: Any) -> None:
-        """Move a record from live to history and fold it into its site (slow-ish path)."""
+    def task_finished(
+        self, record: TaskRecord, state: int, task: Any, ended: float | None = None
+    ) -> None:
+        """Move a record from live to history and fold it into its site.
+
+        `ended` is a clock reading the caller already has (the end of the last step),
+        saving a second read per task.
+        """
         if record.state != PENDING:
             return
         record.state = state
-        record.ended = self.clock()
+        record.ended = self.clock() if ended is None else ended
         try:
             record.name = record.name_of(task)
         except Exception:  # noqa: BLE001, S110  # keep the last known name
