@@ -113,9 +113,15 @@ class AsyncioBackend:
         #: ``id()`` of loops inside ``_cancel_all_tasks`` (cancellations there are shutdown).
         self._shutting_down: set[int] = set()
         self._timed_step = self._make_timed_step()
-        #: Code object -> frame kind (user, library, dispatch, entry point).
-        self._frame_kinds: dict[CodeType, int] = dict.fromkeys(_DISPATCH_CODES, _DISPATCH)
-        self._frame_kinds.update(dict.fromkeys(_ENTRY_CODES, _ENTRY))
+        #: ``id()`` of a code object -> frame kind (user, library, dispatch, entry point).
+        #: Keyed by id because hashing a code object hashes its bytecode and constants;
+        #: `_kind_codes` keeps each code alive so that its id is never reused.
+        self._frame_kinds: dict[int, int] = {}
+        self._kind_codes: list[CodeType] = []
+        for code in _DISPATCH_CODES:
+            self._set_frame_kind(code, _DISPATCH)
+        for code in _ENTRY_CODES:
+            self._set_frame_kind(code, _ENTRY)
         self._call_soon_code: CodeType | None = None
         self._create_task_code: CodeType | None = None
         #: Called (on the loop's thread) with each event loop the first time one of its
@@ -144,10 +150,14 @@ class AsyncioBackend:
             )
         self._adopt_running_loop_tasks()
         self.stop_codes = self.stop_codes | {self._timed_step.__code__}
-        self._frame_kinds[self._timed_step.__code__] = _DISPATCH
+        self._set_frame_kind(self._timed_step.__code__, _DISPATCH)
         self.direct_codes = self.direct_codes | {
             code for code in (self._call_soon_code, self._create_task_code) if code is not None
         }
+
+    def _set_frame_kind(self, code: CodeType, kind: int) -> None:
+        self._kind_codes.append(code)
+        self._frame_kinds[id(code)] = kind
 
     def uninstall(self) -> None:
         """Restore every wrapped attribute."""
@@ -312,10 +322,17 @@ class AsyncioBackend:
             self._new_loop(loop)
         coro = owner.get_coro()
         if frame is None:
-            # Already ran (its frame is finished or suspended): it existed before us.
-            if getattr(coro, "cr_frame", 0) is None or getattr(coro, "cr_suspended", False):
+            # Its coroutine already ran and is suspended: the task existed before us.
+            # (Only ``cr_suspended`` is read: reading ``cr_frame`` would make CPython
+            # allocate a frame object for every new task.)
+            if getattr(coro, "cr_suspended", False):
                 return self._adopt(owner)
-            frame = sys._getframe(1)
+            # The caller of the call_soon wrapper, which is this method's only caller
+            # without a frame.
+            frame = sys._getframe(2)
+            caller = self._call_soon_code
+        else:
+            caller = None
         registry = self.registry
         code = getattr(coro, "cr_code", None)
         if code is not None and self.locations.is_library(code):
@@ -326,7 +343,7 @@ class AsyncioBackend:
         record = registry.new_record(
             owner,
             AsyncioTaskRecord,
-            self.user_frame(frame),
+            self.user_frame(frame, caller),
             code,
             parent_record.id if parent_record is not None else None,
         )
@@ -376,20 +393,22 @@ class AsyncioBackend:
         if task.done():
             self.finish(record, task)
 
-    def user_frame(self, frame: Any) -> RawLocation | None:
+    def user_frame(self, frame: Any, previous: CodeType | None = None) -> RawLocation | None:
         """Return the user's line responsible for what is happening at `frame`.
 
         Inlines `LocationFilter.user_frame` with one cache that also knows the loop's
         dispatch and entry codes, because this runs once per task on the event loop.
+        `previous` is the code called from `frame` when that call has no frame of its
+        own to walk (the call_soon wrapper, when the walk starts at its caller).
         """
         kinds = self._frame_kinds
-        previous = None
         depth = 0
         while frame is not None and depth < 64:
             code = frame.f_code
-            kind = kinds.get(code)
+            kind = kinds.get(id(code))
             if kind is None:
-                kind = kinds[code] = _LIBRARY if self.locations.is_library(code) else _USER
+                kind = _LIBRARY if self.locations.is_library(code) else _USER
+                self._set_frame_kind(code, kind)
             if kind == _USER:
                 return code, frame.f_lineno
             if kind == _DISPATCH or (kind == _ENTRY and previous not in self.direct_codes):

@@ -209,10 +209,15 @@ class TrioBackend:
         self.locations = locations
         self._patches = Patches()
         self._runners: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._machinery: frozenset[CodeType] = frozenset()
+        #: ``id()`` of trio's own task coroutines' code (code objects of a module that
+        #: stays imported, so the ids stay theirs); ids because hashing a code object
+        #: hashes its bytecode, once per task here.
+        self._machinery: frozenset[int] = frozenset()
         self._direct_codes: frozenset[CodeType] = frozenset()
-        #: Code object -> frame kind (user, library, run-loop entry), decided once.
-        self._frame_kinds: dict[CodeType, int] = {}
+        #: ``id()`` of a code object -> frame kind (user, library, run-loop entry),
+        #: decided once; `_kind_codes` keeps those codes alive so no id is reused.
+        self._frame_kinds: dict[int, int] = {}
+        self._kind_codes: list[CodeType] = []
         #: trio's thread-local run context (its ``task`` is the running task).
         self._run_context: Any = None
         self.instrument: _TaskInstrument = _TaskInstrument(self)
@@ -228,9 +233,10 @@ class TrioBackend:
                 RuntimeError(f"trio {trio.__version__} is not supported; tasks are not recorded"),
             )
             return
-        self._machinery = _compat.trio_machinery_codes(module)
+        self._machinery = frozenset(map(id, _compat.trio_machinery_codes(module)))
         entry_codes, self._direct_codes = _compat.trio_run_loop_codes(module)
-        self._frame_kinds.update(dict.fromkeys(entry_codes, _ENTRY))
+        self._kind_codes.extend(entry_codes)
+        self._frame_kinds.update(dict.fromkeys(map(id, entry_codes), _ENTRY))
         self._run_context = _compat.trio_run_context()
         runner_class = _compat.trio_runner_class(module)
         if runner_class is None:
@@ -334,7 +340,7 @@ class TrioBackend:
         """Register a task being spawned; `frame` is where to look for the user's line."""
         coro = task.coro
         code = getattr(coro, "cr_code", None)
-        if code in self._machinery:
+        if id(code) in self._machinery:
             return None
         if code is not None and self.locations.is_library(code):
             # A library wrapper (AnyIO's): name the task after the coroutine it runs.
@@ -370,9 +376,10 @@ class TrioBackend:
         depth = 0
         while frame is not None and depth < 64:
             code = frame.f_code
-            kind = kinds.get(code)
+            kind = kinds.get(id(code))
             if kind is None:
-                kind = kinds[code] = _LIBRARY if is_library(code) else _USER
+                kind = kinds[id(code)] = _LIBRARY if is_library(code) else _USER
+                self._kind_codes.append(code)
             if kind == _USER:
                 return code, frame.f_lineno
             if kind == _ENTRY and previous not in self._direct_codes:
@@ -468,7 +475,7 @@ class TrioBackend:
     def _adopt(self, task: Any, parent: Any) -> TaskRecord | None:
         coro = task.coro
         code = _code_of(coro)
-        if code in self._machinery:
+        if id(code) in self._machinery:
             return None
         parent_record = self.registry.live.get(id(parent)) if parent is not None else None
         record = self.registry.new_record(

@@ -71,16 +71,21 @@ def _package_dirs(names: tuple[str, ...]) -> list[str]:
 class LocationFilter:
     """Decides, once per code object, whether a frame belongs to a library."""
 
-    __slots__ = ("_cache", "_library_prefixes", "_user_prefixes")
+    __slots__ = ("_cache", "_cached_codes", "_library_prefixes", "_user_prefixes")
 
     def __init__(self) -> None:
         self._library_prefixes = tuple(_package_dirs(_LIBRARY_PACKAGES + _LIBRARY_MODULES))
         self._user_prefixes = tuple(_package_dirs(_USER_SUBPACKAGES))
-        self._cache: dict[CodeType, bool] = {}
+        #: Verdicts by ``id()`` of the code object: hashing a code object hashes its
+        #: bytecode and constants (~800 instructions), an int costs nothing, and this
+        #: runs for several frames of every new task.
+        self._cache: dict[int, bool] = {}
+        #: Keeps every cached code object alive, so that its id() is never reused.
+        self._cached_codes: list[CodeType] = []
 
     def is_library(self, code: CodeType) -> bool:
         """Return True when frames of `code` are to be looked through."""
-        known = self._cache.get(code)
+        known = self._cache.get(id(code))
         if known is not None:
             return known
         filename = code.co_filename
@@ -98,7 +103,8 @@ class LocationFilter:
             )
         # Code objects live as long as their module, so this cache is bounded by the
         # amount of code in the program, not by the number of tasks.
-        self._cache[code] = result
+        self._cached_codes.append(code)
+        self._cache[id(code)] = result
         return result
 
     def user_frame(
