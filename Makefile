@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest test-versions bench bench-check bench-smoke clean
+.PHONY: demo test lint typecheck pytest test-versions bench bench-check bench-smoke bench-instructions clean
 
 # The stamp file is rebuilt whenever the project's own dependency list changes.
 $(VENV)/.installed: pyproject.toml
@@ -51,6 +51,10 @@ bench-check: $(VENV)/.bench-installed
 
 bench-smoke: $(VENV)/.installed
 	$(BIN)/python -m benchmarks --smoke $(BENCH_ARGS)
+
+# Instructions per operation under valgrind's callgrind: deterministic, for finding costs.
+bench-instructions: $(VENV)/.installed
+	$(BIN)/python -m benchmarks.instructions $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-3.* .cache .mypy_cache .ruff_cache

@@ -76,3 +76,30 @@ class TestBadInput:
         valid = WORKLOADS if kind == "workload" else CONFIGS
         assert all(item.name in lines[0] for item in valid)
         assert completed.stdout == ""
+
+
+class TestInstructions:
+    """``python -m benchmarks.instructions`` (the callgrind counter): its command line."""
+
+    @pytest.mark.parametrize(
+        ("args", "message"),
+        [
+            (["--workloads", "mem-live"], "unknown workload 'mem-live'; valid workloads: spawn"),
+            (["--configs", "nope"], "unknown configuration 'nope'; valid configurations: plain"),
+            (["--count", "0"], "--count must be a positive number of operations, not 0"),
+        ],
+    )
+    def test_bad_input_is_one_line(self, args: list[str], message: str) -> None:
+        completed = subprocess.run(
+            [sys.executable, "-m", "benchmarks.instructions", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert completed.returncode == 2
+        assert completed.stdout == ""
+        lines = completed.stderr.splitlines()
+        assert len(lines) == 1
+        assert message in lines[0]

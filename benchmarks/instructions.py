@@ -1,0 +1,157 @@
+"""``python -m benchmarks.instructions``: CPU instructions per operation, noise-free.
+
+Wall-time ratios (``python -m benchmarks``) are what the budgets judge, but on a shared
+machine they move by tens of percent between runs, too much to see a change of 5%. This
+counts the instructions a workload executes under valgrind's callgrind, which is the same
+on every run: each cell runs the worker twice, at the chosen size and with the scaled
+count set to zero, so interpreter start-up and imports cancel out, and prints the
+instructions per operation (per task for spawn, per acquire/release for lock, per round
+trip for echo) and the ratio to plain. Callgrind runs a program ~50x slower, hence the
+small default size. Instructions are not time (a cache miss costs more than an add),
+so use this to find and compare costs, and the wall-time suite to judge budgets.
+
+Exit status: 0; 2 for bad arguments or when valgrind is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+from typing import TYPE_CHECKING, Final
+
+from ._catalog import BASELINE, CONFIGS_BY_NAME, WORKLOADS_BY_NAME
+from ._harness import ROOT
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ._catalog import Config, Workload
+
+#: Operations counted per workload at the default --count (callgrind is slow).
+DEFAULT_COUNT: Final = 20_000
+_COLLECTED: Final = re.compile(r"Collected\s*:\s*(\d+)")
+
+
+class UsageError(Exception):
+    """A bad command line or a missing tool; the message is one line."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.instructions",
+        description="Count CPU instructions per operation under callgrind (deterministic).",
+    )
+    parser.add_argument(
+        "--workloads",
+        default="spawn,lock",
+        help="comma-separated time workloads (default: spawn,lock)",
+    )
+    parser.add_argument(
+        "--configs",
+        default="taskscope",
+        help="comma-separated configurations besides plain (default: taskscope)",
+    )
+    parser.add_argument(
+        "--count",
+        type=int,
+        default=DEFAULT_COUNT,
+        help=f"operations per run (default {DEFAULT_COUNT:,})",
+    )
+    return parser
+
+
+def _names(text: str, valid: Sequence[str], what: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in valid]
+    if unknown or not names:
+        shown = ", ".join(repr(name) for name in unknown) or "(none given)"
+        raise UsageError(f"unknown {what} {shown}; valid {what}s: {', '.join(valid)}")
+    return names
+
+
+def _sizes(workload: Workload, count: int) -> tuple[int, ...]:
+    sizes = list(workload.sizes)
+    sizes[workload.scaled] = count
+    return tuple(sizes)
+
+
+def count_instructions(
+    valgrind: str, workload: Workload, config: Config, sizes: Sequence[int]
+) -> int:
+    """Run one worker under callgrind and return the instructions it executed."""
+    command = [
+        valgrind,
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        sys.executable,
+        "-m",
+        "benchmarks.worker",
+        workload.name,
+        config.name,
+        *map(str, sizes),
+    ]
+    completed = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, check=False, env=os.environ.copy()
+    )
+    found = _COLLECTED.search(completed.stderr)
+    if completed.returncode != 0 or found is None or '"status": "ok"' not in completed.stdout:
+        tail = (completed.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"{workload.name} [{config.name}] failed: {tail}")
+    return int(found.group(1))
+
+
+def per_operation(valgrind: str, workload: Workload, config: Config, count: int) -> float:
+    """Instructions per operation: the run at `count` minus the run at zero, over `count`."""
+    full = count_instructions(valgrind, workload, config, _sizes(workload, count))
+    empty = count_instructions(valgrind, workload, config, _sizes(workload, 0))
+    return (full - empty) / count
+
+
+def _plan(args: argparse.Namespace) -> tuple[list[str], list[str], str]:
+    """Validate the command line: (workloads, configurations with plain first, valgrind)."""
+    time_workloads = [name for name, w in WORKLOADS_BY_NAME.items() if w.kind == "time"]
+    workloads = _names(args.workloads, time_workloads, "workload")
+    others = _names(args.configs, list(CONFIGS_BY_NAME), "configuration")
+    configs = [BASELINE, *(name for name in others if name != BASELINE)]
+    if args.count <= 0:
+        raise UsageError(f"--count must be a positive number of operations, not {args.count}")
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise UsageError("valgrind is not installed; install it (apt install valgrind)")
+    return workloads, configs, valgrind
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print instructions per operation and the ratio to plain, one line per cell."""
+    args = _parser().parse_args(argv)
+    try:
+        workloads, configs, valgrind = _plan(args)
+    except UsageError as exc:
+        print(f"python -m benchmarks.instructions: {exc}", file=sys.stderr)
+        return 2
+    print(f"{'workload':<14} {'configuration':<15} {'instructions/op':>16} {'ratio':>7}")
+    for workload_name in workloads:
+        workload = WORKLOADS_BY_NAME[workload_name]
+        plain = 0.0
+        for config_name in configs:
+            config = CONFIGS_BY_NAME[config_name]
+            if workload.flavour not in config.flavours:
+                continue
+            try:
+                value = per_operation(valgrind, workload, config, args.count)
+            except RuntimeError as exc:
+                print(f"{workload.name:<14} {config.name:<15} {'failed':>16}  {exc}")
+                continue
+            if config.name == BASELINE:
+                plain = value
+            ratio = f"{value / plain:6.2f}x" if plain else "      -"
+            print(f"{workload.name:<14} {config.name:<15} {value:16,.0f} {ratio}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
