@@ -5,10 +5,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest test-versions bench bench-check bench-smoke bench-instructions clean
+.PHONY: demo test lint typecheck pytest pytest-pure test-versions bench bench-check bench-smoke bench-instructions clean
 
-# The stamp file is rebuilt whenever the project's own dependency list changes.
-$(VENV)/.installed: pyproject.toml
+# The stamp file is rebuilt whenever the project's own dependency list or its C
+# accelerator changes (an editable install compiles it into src/).
+$(VENV)/.installed: pyproject.toml setup.py src/taskscope/_backends/_speedups.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
@@ -28,6 +29,10 @@ typecheck: $(VENV)/.installed
 
 pytest: $(VENV)/.installed
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The same suite on the pure-Python hot path (what runs where no C compiler is).
+pytest-pure: $(VENV)/.installed
+	TASKSCOPE_PURE_PYTHON=1 $(BIN)/pytest $(PYTEST_ARGS)
 
 # The suite on every CPython this project supports (3.11, 3.12, 3.13), each in its own
 # venv; scripts/find-python locates them on PATH or under pyenv.

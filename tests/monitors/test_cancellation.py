@@ -38,7 +38,7 @@ def _wire(monkeypatch: pytest.MonkeyPatch) -> None:
     def _note_cancel_request(self: AsyncioBackend, record: Any, loop: Any, future: Any) -> None:
         note_request(self, record, loop, future)
         if record.cancel_cause != "shutdown":
-            _scopes.note_cancel_request(record, sys._getframe(2))
+            _scopes.note_cancel_request(record, sys._getframe(self._caller_depth))
 
     def _finish(self: AsyncioBackend, record: Any, task: Any, ended: float | None = None) -> None:
         if task.cancelled():

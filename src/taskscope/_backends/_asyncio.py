@@ -26,6 +26,7 @@ import asyncio
 import asyncio.base_events
 import asyncio.events
 import asyncio.runners
+import importlib
 import os
 import sys
 import weakref
@@ -42,6 +43,23 @@ if TYPE_CHECKING:
 
     from .._core._instruments import Instruments
     from .._core._location import LocationFilter, RawLocation
+
+
+def _load_speedups() -> Any:
+    """The per-step hot path compiled (setup.py builds it where a C compiler exists),
+    or None: not built, or TASKSCOPE_PURE_PYTHON set (tests run both; a suspected
+    accelerator bug)."""
+    if os.environ.get("TASKSCOPE_PURE_PYTHON"):
+        return None
+    try:
+        return importlib.import_module("taskscope._backends._speedups")
+    except ImportError:
+        return None
+
+
+_speedups = _load_speedups()
+#: True when the call_soon wrapper and step trampoline run as C.
+ACCELERATED: Final = _speedups is not None
 
 
 current_task = asyncio.current_task
@@ -123,6 +141,10 @@ class AsyncioBackend:
         for code in _ENTRY_CODES:
             self._set_frame_kind(code, _ENTRY)
         self._call_soon_code: CodeType | None = None
+        #: How far up a method the call_soon wrapper calls (`_discover`,
+        #: `_note_cancel_request`) finds the caller of call_soon: 2 past the Python
+        #: wrapper's frame, 1 for the C wrapper, which has none.
+        self._caller_depth = 2
         self._create_task_code: CodeType | None = None
         #: Called (on the loop's thread) with each event loop the first time one of its
         #: tasks is seen: the loop monitor starts watching it.
@@ -149,8 +171,10 @@ class AsyncioBackend:
                 self._make_cancel_all_tasks(original),
             )
         self._adopt_running_loop_tasks()
-        self.stop_codes = self.stop_codes | {self._timed_step.__code__}
-        self._set_frame_kind(self._timed_step.__code__, _DISPATCH)
+        step_code = getattr(self._timed_step, "__code__", None)
+        if step_code is not None:  # the C trampoline has no frame to stop at
+            self.stop_codes = self.stop_codes | {step_code}
+            self._set_frame_kind(step_code, _DISPATCH)
         self.direct_codes = self.direct_codes | {
             code for code in (self._call_soon_code, self._create_task_code) if code is not None
         }
@@ -194,52 +218,87 @@ class AsyncioBackend:
     # -- the hot path ---------------------------------------------------------------
 
     def _make_timed_step(self) -> Callable[..., None]:
+        if _speedups is not None:
+            # Same logic as `_make_pure_timed_step`, in C (_speedups.c: TimedStep).
+            timed: Callable[..., None] = _speedups.TimedStep(
+                self.registry.clock,
+                self.instruments,
+                self.finish,
+                self._first_step,
+                self.registry.note_suspension,
+                internal_error,
+            )
+            return timed
+        return self._make_pure_timed_step()
+
+    def _make_pure_timed_step(self) -> Callable[..., None]:
+        clock = self.registry.clock
+        instruments = self.instruments
+        account = self._make_step_account()
+
+        def begin(record: TaskRecord) -> float | None:
+            try:
+                if "before_task_step" in instruments:
+                    instruments.call("before_task_step", record.id)
+                start: float = clock()
+                record.step_start = start
+                scheduled_at = record.scheduled_at
+                if scheduled_at:
+                    record.scheduled += start - scheduled_at
+                    record.scheduled_at = 0.0
+            except Exception as exc:  # noqa: BLE001  # the step runs regardless
+                internal_error("asyncio backend: step accounting", exc)
+                return None
+            return start
+
+        def timed_step(record: TaskRecord, task: Any, callback: Any, *args: Any) -> None:
+            start = begin(record)
+            try:
+                callback(*args)
+            finally:
+                # Not `return` here: that would swallow the callback's exception.
+                if start is not None:
+                    account(record, task, start)
+
+        return timed_step
+
+    def _make_step_account(self) -> Callable[[TaskRecord, Any, float], None]:
+        """Return what runs after each step: times, first/last step, instruments."""
         clock = self.registry.clock
         instruments = self.instruments
         finish = self.finish
         first_step = self._first_step
         note_suspension = self.registry.note_suspension
 
-        def timed_step(record: TaskRecord, task: Any, callback: Any, *args: Any) -> None:
-            if "before_task_step" in instruments:
-                instruments.call("before_task_step", record.id)
-            start = clock()
-            record.step_start = start
-            scheduled_at = record.scheduled_at
-            if scheduled_at:
-                record.scheduled += start - scheduled_at
-                record.scheduled_at = 0.0
+        def account(record: TaskRecord, task: Any, start: float) -> None:
             try:
-                callback(*args)
-            finally:
-                end = clock()
                 record.step_start = 0.0
-                try:
-                    duration = end - start
-                    record.busy += duration
-                    record.steps += 1
-                    if task.done():
-                        # The common short task: first and last step at once.
-                        if record.first_step is None:
-                            record.first_step = start
-                            if "task_created" in instruments:
-                                first_step(record, task)
-                        if duration > record.longest_step:
-                            record.longest_step = duration
-                        finish(record, task, end)
-                    else:
-                        if record.first_step is None:
-                            record.first_step = start
+                end = clock()
+                duration = end - start
+                record.busy += duration
+                record.steps += 1
+                if task.done():
+                    # The common short task: first and last step at once.
+                    if record.first_step is None:
+                        record.first_step = start
+                        if "task_created" in instruments:
                             first_step(record, task)
-                        if duration > record.longest_step:
-                            record.longest_step = duration
-                            note_suspension(record, task.get_coro())
-                    if "after_task_step" in instruments:
-                        instruments.call("after_task_step", record.id, duration)
-                except Exception as exc:  # noqa: BLE001  # never raise into the loop
-                    internal_error("asyncio backend: step accounting", exc)
+                    if duration > record.longest_step:
+                        record.longest_step = duration
+                    finish(record, task, end)
+                else:
+                    if record.first_step is None:
+                        record.first_step = start
+                        first_step(record, task)
+                    if duration > record.longest_step:
+                        record.longest_step = duration
+                        note_suspension(record, task.get_coro())
+                if "after_task_step" in instruments:
+                    instruments.call("after_task_step", record.id, duration)
+            except Exception as exc:  # noqa: BLE001  # never raise into the loop
+                internal_error("asyncio backend: step accounting", exc)
 
-        return timed_step
+        return account
 
     def _first_step(self, record: TaskRecord, task: Any) -> None:
         """The task ran for the first time: take its name, tell the instruments."""
@@ -258,8 +317,28 @@ class AsyncioBackend:
         discover = self._discover
         note_cancel = self._note_cancel_request
         clock = self.registry.clock
+        if _speedups is not None:
+            # Same logic as call_soon below, in C (_speedups.c: CallSoon). It has no
+            # frame: `_discover` looks one frame less deep, and its own code stands
+            # for the wrapper where `user_frame` asks who called an entry point.
+            accelerated: Callable[..., Any] = _speedups.CallSoon(
+                original,
+                live,
+                kinds,
+                classify,
+                step_names,
+                timed_step,
+                discover,
+                note_cancel,
+                clock,
+                internal_error,
+            )
+            self._caller_depth = 1
+            self._call_soon_code = self._discover.__code__
+            return accelerated
 
         def call_soon(loop: Any, callback: Any, *args: Any, context: Any = None) -> Any:
+            record = owner = None
             try:
                 kind = kinds.get(type(callback))
                 if kind is None:
@@ -278,13 +357,15 @@ class AsyncioBackend:
                             # A wakeup with a cancelled future delivers a cancellation.
                             if record.cancel_cause is None and args[0].cancelled():
                                 note_cancel(record, loop, args[0])
-                        return original(
-                            loop, timed_step, record, owner, callback, *args, context=context
-                        )
             except Exception as exc:  # noqa: BLE001  # fall back to the plain call
                 internal_error("asyncio backend: call_soon", exc)
-            return original(loop, callback, *args, context=context)
+                record = None
+            if record is None:
+                return original(loop, callback, *args, context=context)
+            # Outside the try: the loop's own errors (closed loop) pass through once.
+            return original(loop, timed_step, record, owner, callback, *args, context=context)
 
+        self._caller_depth = 2
         self._call_soon_code = call_soon.__code__
         return call_soon
 
@@ -327,9 +408,9 @@ class AsyncioBackend:
             # allocate a frame object for every new task.)
             if getattr(coro, "cr_suspended", False):
                 return self._adopt(owner)
-            # The caller of the call_soon wrapper, which is this method's only caller
-            # without a frame.
-            frame = sys._getframe(2)
+            # The caller of the call_soon wrapper (this method's only caller without a
+            # frame); the C wrapper has no frame of its own.
+            frame = sys._getframe(self._caller_depth)
             caller = self._call_soon_code
         else:
             caller = None
@@ -466,7 +547,7 @@ class AsyncioBackend:
         if id(loop) in self._shutting_down:
             record.cancel_cause = "shutdown"
             return
-        frame = sys._getframe(2)
+        frame = sys._getframe(self._caller_depth)
         record.cancel_cause = self._cancel_cause(frame)
         record.cancel_location = self.user_frame(frame)
         requester = asyncio.current_task(loop)

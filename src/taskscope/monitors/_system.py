@@ -9,6 +9,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any, Final
 
+from .._core._faults import internal_error
 from ._records import SystemHealth, SystemSample
 from ._series import Series
 
@@ -79,6 +80,15 @@ class SystemMonitor:
             pass
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        # An exception here would be printed by CPython as "Exception ignored in" the
+        # gc callback, on the program's stderr: never let one out.
+        try:
+            self._account_gc(phase, info)
+        except Exception as exc:  # noqa: BLE001
+            self._gc_start = 0.0
+            internal_error("system monitor: gc callback", exc)
+
+    def _account_gc(self, phase: str, info: dict[str, Any]) -> None:
         # Runs on whichever thread collects: O(1), no allocation beyond the float.
         if phase == "start":
             self._gc_start = self.clock()

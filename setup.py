@@ -1,0 +1,18 @@
+"""Build the optional C accelerator; everything else is in pyproject.toml.
+
+``optional=True``: where the extension cannot be compiled (no C compiler, no Python
+headers), setuptools warns and installs taskscope as pure Python, which behaves the
+same and is slower (docs/benchmarks.md).
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "taskscope._backends._speedups",
+            ["src/taskscope/_backends/_speedups.c"],
+            optional=True,
+        )
+    ]
+)
