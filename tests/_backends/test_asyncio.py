@@ -357,6 +357,9 @@ class TestEndings:
         async def main() -> None:
             slow = asyncio.ensure_future(asyncio.sleep(3600))
             slow.set_name("slow")
+            # Let it start waiting: a task cancelled before its first step has no
+            # delivery to attribute (a slow machine made this test flaky).
+            await asyncio.sleep(0)
             with pytest.raises(TimeoutError):
                 await asyncio.wait_for(slow, timeout=0.001)
 

@@ -375,7 +375,11 @@ class AsyncioBackend:
         live = self.registry.live
 
         def create_task(loop: Any, coro: Any, *args: Any, **kwargs: Any) -> Any:
-            start = clock()
+            try:
+                start = clock()
+            except Exception as exc:  # noqa: BLE001  # an injected clock may fail
+                internal_error("asyncio backend: create_task", exc)
+                return original(loop, coro, *args, **kwargs)
             task = original(loop, coro, *args, **kwargs)
             try:
                 if id(task) not in live:

@@ -71,11 +71,19 @@ class Watchdog:
         clock = self.clock
         delay = period
         while not wait(delay):
-            now = clock()
+            delay = period
+            try:
+                now = clock()
+            except Exception as exc:  # noqa: BLE001  # an injected clock may fail
+                internal_error("watchdog: clock", exc)
+                continue
             wake = now + _MAX_SLEEP
             for poll in pollers:
                 try:
                     wake = min(wake, poll(now))
                 except Exception as exc:  # noqa: BLE001  # the watchdog never dies
                     internal_error(f"watchdog: {getattr(poll, '__qualname__', poll)}", exc)
-            delay = max(period, wake - clock())
+            try:
+                delay = max(period, wake - clock())
+            except Exception as exc:  # noqa: BLE001
+                internal_error("watchdog: clock", exc)
