@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 
 # The stamp file is rebuilt whenever the project's own dependency list or its C
 # accelerator changes (an editable install compiles it into src/).
-$(VENV)/.installed: pyproject.toml setup.py src/taskscope/_backends/_speedups.c
+$(VENV)/.installed: pyproject.toml setup.py src/taskscope/_core/_speedups.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

@@ -10,8 +10,8 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "taskscope._backends._speedups",
-            ["src/taskscope/_backends/_speedups.c"],
+            "taskscope._core._speedups",
+            ["src/taskscope/_core/_speedups.c"],
             optional=True,
         )
     ]

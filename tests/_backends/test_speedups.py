@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import taskscope
-from taskscope._backends import _asyncio
+from taskscope._core import _accel
 from taskscope._core._faults import internal_error_counts, reset_internal_errors
 
 if TYPE_CHECKING:
@@ -27,19 +27,19 @@ def test_built_where_a_compiler_is_expected() -> None:
     """CI sets TASKSCOPE_EXPECT_SPEEDUPS: a silently failed build would be slow, not red."""
     if not os.environ.get("TASKSCOPE_EXPECT_SPEEDUPS"):
         pytest.skip("TASKSCOPE_EXPECT_SPEEDUPS is not set")
-    module = importlib.import_module("taskscope._backends._speedups")
-    assert {"CallSoon", "TimedStep"} <= set(dir(module))
+    module = importlib.import_module("taskscope._core._speedups")
+    assert {"CallSoon", "RecordCore", "TimedStep"} <= set(dir(module))
 
 
 def test_pure_python_switch_is_honoured() -> None:
     try:
-        importlib.import_module("taskscope._backends._speedups")
+        importlib.import_module("taskscope._core._speedups")
     except ImportError:
         built = False
     else:
         built = True
     expected = built and not os.environ.get("TASKSCOPE_PURE_PYTHON")
-    assert expected == _asyncio.ACCELERATED
+    assert expected == _accel.ACCELERATED
 
 
 def test_wrapper_binds_like_a_method(session: taskscope.Session) -> None:

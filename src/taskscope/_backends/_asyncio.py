@@ -26,13 +26,13 @@ import asyncio
 import asyncio.base_events
 import asyncio.events
 import asyncio.runners
-import importlib
 import os
 import sys
 import weakref
 from types import CodeType, ModuleType
 from typing import TYPE_CHECKING, Any, Final
 
+from .._core._accel import speedups as _speedups
 from .._core._faults import internal_error
 from .._core._registry import CANCELLED, COMPLETED, FAILED, Registry, TaskRecord
 from . import _compat
@@ -43,23 +43,6 @@ if TYPE_CHECKING:
 
     from .._core._instruments import Instruments
     from .._core._location import LocationFilter, RawLocation
-
-
-def _load_speedups() -> Any:
-    """The per-step hot path compiled (setup.py builds it where a C compiler exists),
-    or None: not built, or TASKSCOPE_PURE_PYTHON set (tests run both; a suspected
-    accelerator bug)."""
-    if os.environ.get("TASKSCOPE_PURE_PYTHON"):
-        return None
-    try:
-        return importlib.import_module("taskscope._backends._speedups")
-    except ImportError:
-        return None
-
-
-_speedups = _load_speedups()
-#: True when the call_soon wrapper and step trampoline run as C.
-ACCELERATED: Final = _speedups is not None
 
 
 current_task = asyncio.current_task

@@ -14,6 +14,8 @@ import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
+from ._accel import RecordCore
+
 if TYPE_CHECKING:
     from collections.abc import Callable
     from types import CodeType
@@ -83,7 +85,7 @@ class SiteAggregate:
         self.longest_step = 0.0
 
 
-class TaskRecord:
+class TaskRecord(RecordCore):
     """What taskscope knows about one task while it lives (mutable, internal).
 
     Backends write the fields; `Session.snapshot` turns them into frozen `TaskInfo`.
@@ -91,30 +93,23 @@ class TaskRecord:
     record (made once per task, on the loop) costs one call and slot stores.
     """
 
-    # Hot fields, written for every task, are slots set once in __init__. Cold fields,
-    # set only for tasks that fail, are cancelled, leak or are annotated, are class
-    # defaults: an instance grows a __dict__ only when one of them is set.
+    # Hot fields, written for every task, are slots set once in __init__; those written
+    # on every step live in `RecordCore` (a C struct when the accelerator is built).
+    # Cold fields, set only for tasks that fail, are cancelled, leak or are annotated,
+    # are class defaults: an instance grows a __dict__ only when one of them is set.
     __slots__ = (
         "__dict__",
-        "busy",
         "code",
         "created",
         "created_at",
         "ended",
-        "first_step",
         "id",
-        "longest_step",
         "name",
         "owner_key",
         "parent_id",
         "ref",
-        "scheduled",
-        "scheduled_at",
         "site",
         "state",
-        "step_start",
-        "steps",
-        "waited_at",
     )
 
     #: ``asyncio`` or ``trio`` (a class constant of each backend's subclass).

@@ -1,12 +1,16 @@
-/* The asyncio backend's per-step hot path in C: the call_soon wrapper and the step
- * trampoline (taskscope/_backends/_asyncio.py has the same logic in Python, used when
- * this module is not built or TASKSCOPE_PURE_PYTHON is set).
+/* taskscope's hot path in C: the fields of a task record written on every step
+ * (RecordCore, TaskRecord's base class), and the asyncio backend's call_soon wrapper and
+ * step trampoline. Pure-Python twins: taskscope/_core/_accel.py (PureRecordCore) and
+ * taskscope/_backends/_asyncio.py, used when this module is not built or
+ * TASKSCOPE_PURE_PYTHON is set (taskscope/_core/_accel.py decides, once).
  *
- * Why: every step of every task passes through both. In Python they cost ~10,000 CPU
- * instructions per step (two frames, repacking of positional and keyword arguments, a dozen attribute
- * reads and writes); here a few hundred. Everything rare (discovering a new task,
- * cancellation provenance, a task's end, instruments, internal errors) calls back into
- * the Python functions given at construction, so there is one implementation of each.
+ * Why: every step of every task passes through the wrapper and the trampoline. In
+ * Python they cost ~10,000 CPU instructions per step (two frames, repacking of
+ * positional and keyword arguments, a dozen attribute reads and writes); here the
+ * record's fields are read and written by offset. Everything rare (discovering a new
+ * task, cancellation provenance, a task's end, instruments, internal errors) calls back
+ * into the Python functions given at construction, so there is one implementation of
+ * each.
  *
  * Only the stable public C API is used (CPython 3.11-3.13). Nothing here ever raises
  * into the event loop on its own account: a failure of taskscope's accounting is
@@ -16,12 +20,86 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stddef.h>
+#include <structmember.h>
+
+/* ---------------------------------------------------------------- RecordCore */
+
+/* The fields of a task record written on every step (TaskRecord's base class; the
+   pure-Python twin is taskscope._core._accel.RecordCore). Read and written here by
+   offset; Python code sees them as ordinary attributes. */
+typedef struct {
+    PyObject_HEAD
+    double busy;
+    double scheduled;
+    double scheduled_at;
+    double step_start;
+    double longest_step;
+    Py_ssize_t steps;
+    Py_ssize_t waited_at;
+    PyObject *first_step; /* None or a float */
+} RecordCore;
+
+static PyMemberDef record_core_members[] = {
+    {"busy", T_DOUBLE, offsetof(RecordCore, busy), 0, "Seconds spent running steps."},
+    {"scheduled", T_DOUBLE, offsetof(RecordCore, scheduled), 0,
+     "Seconds spent ready but waiting for the loop."},
+    {"scheduled_at", T_DOUBLE, offsetof(RecordCore, scheduled_at), 0,
+     "Clock reading when last made ready; 0.0 once it runs."},
+    {"step_start", T_DOUBLE, offsetof(RecordCore, step_start), 0,
+     "Clock reading when the current step began; 0.0 between steps."},
+    {"longest_step", T_DOUBLE, offsetof(RecordCore, longest_step), 0, "Longest step, seconds."},
+    {"steps", T_PYSSIZET, offsetof(RecordCore, steps), 0, "Steps run."},
+    {"waited_at", T_PYSSIZET, offsetof(RecordCore, waited_at), 0,
+     "`steps` when last woken by what it waited for."},
+    {"first_step", T_OBJECT, offsetof(RecordCore, first_step), 0,
+     "Clock reading of the first step, or None."},
+    {NULL},
+};
+
+static PyObject *
+record_core_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    RecordCore *self = (RecordCore *)type->tp_alloc(type, 0);
+    if (self != NULL) {
+        self->first_step = Py_NewRef(Py_None);
+    }
+    return (PyObject *)self;
+}
+
+static void
+record_core_dealloc(PyObject *op)
+{
+    Py_CLEAR(((RecordCore *)op)->first_step);
+    Py_TYPE(op)->tp_free(op);
+}
+
+/* No GC support of its own: its fields hold floats and None, which cannot form a
+   cycle; subclasses with slots or a __dict__ get it from Python as usual. */
+static PyTypeObject RecordCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "taskscope._core._speedups.RecordCore",
+    .tp_doc = "The per-step fields of a task record.",
+    .tp_basicsize = sizeof(RecordCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_new = record_core_new,
+    .tp_dealloc = record_core_dealloc,
+    .tp_members = record_core_members,
+};
+
+/* The record as a RecordCore, or NULL with TypeError set. */
+static RecordCore *
+as_core(PyObject *record)
+{
+    if (!PyObject_TypeCheck(record, &RecordCoreType)) {
+        PyErr_Format(PyExc_TypeError, "task record expected, got %R", Py_TYPE(record));
+        return NULL;
+    }
+    return (RecordCore *)record;
+}
 
 /* Interned attribute and hook names, created once at module import. */
-static PyObject *str_name, *str_self, *str_scheduled_at, *str_steps, *str_waited_at,
-    *str_cancel_cause, *str_cancelled, *str_step_start, *str_scheduled, *str_busy,
-    *str_done, *str_first_step, *str_longest_step, *str_get_coro, *str_id, *str_call,
-    *str_before, *str_after, *str_created, *msg_call_soon, *msg_step;
+static PyObject *str_name, *str_self, *str_cancel_cause, *str_cancelled, *str_done,
+    *str_get_coro, *str_id, *str_call, *str_before, *str_after, *str_created, *msg_call_soon,
+    *msg_step;
 
 /* Hand the current exception to on_error(where, exc) and clear it. */
 static void
@@ -41,40 +119,6 @@ report_internal_error(PyObject *on_error, PyObject *where)
     Py_XDECREF(type);
     Py_XDECREF(value);
     Py_XDECREF(traceback);
-}
-
-/* record.<name> += delta (a float field). */
-static int
-add_float(PyObject *record, PyObject *name, double delta)
-{
-    PyObject *old = PyObject_GetAttr(record, name);
-    if (old == NULL) {
-        return -1;
-    }
-    double value = PyFloat_AsDouble(old);
-    Py_DECREF(old);
-    if (value == -1.0 && PyErr_Occurred()) {
-        return -1;
-    }
-    PyObject *new = PyFloat_FromDouble(value + delta);
-    if (new == NULL) {
-        return -1;
-    }
-    int status = PyObject_SetAttr(record, name, new);
-    Py_DECREF(new);
-    return status;
-}
-
-static int
-set_float(PyObject *record, PyObject *name, double value)
-{
-    PyObject *new = PyFloat_FromDouble(value);
-    if (new == NULL) {
-        return -1;
-    }
-    int status = PyObject_SetAttr(record, name, new);
-    Py_DECREF(new);
-    return status;
 }
 
 /* Call the clock; -1.0 with an exception set on failure. */
@@ -125,27 +169,14 @@ typedef struct {
     vectorcallfunc vectorcall;
 } TimedStep;
 
-/* Account a step that ran from `start` to `end` (the Python version's `finally`). */
+/* Account a step that ran from `start` to `end` (the Python version's `account`). */
 static int
-account_step(TimedStep *self, PyObject *record, PyObject *task, double start, double end)
+account_step(TimedStep *self, PyObject *record, RecordCore *core, PyObject *task, double start,
+             double end)
 {
     double duration = end - start;
-    if (add_float(record, str_busy, duration) < 0) {
-        return -1;
-    }
-    PyObject *steps = PyObject_GetAttr(record, str_steps);
-    if (steps == NULL) {
-        return -1;
-    }
-    PyObject *one = PyLong_FromLong(1);
-    PyObject *more = one == NULL ? NULL : PyNumber_Add(steps, one);
-    Py_DECREF(steps);
-    Py_XDECREF(one);
-    if (more == NULL || PyObject_SetAttr(record, str_steps, more) < 0) {
-        Py_XDECREF(more);
-        return -1;
-    }
-    Py_DECREF(more);
+    core->busy += duration;
+    core->steps += 1;
 
     PyObject *done_result = PyObject_CallMethodNoArgs(task, str_done);
     if (done_result == NULL) {
@@ -156,16 +187,12 @@ account_step(TimedStep *self, PyObject *record, PyObject *task, double start, do
     if (done < 0) {
         return -1;
     }
-    PyObject *first = PyObject_GetAttr(record, str_first_step);
-    if (first == NULL) {
-        return -1;
-    }
-    int is_first = first == Py_None;
-    Py_DECREF(first);
-    if (is_first) {
-        if (set_float(record, str_first_step, start) < 0) {
+    if (core->first_step == NULL || core->first_step == Py_None) {
+        PyObject *first = PyFloat_FromDouble(start);
+        if (first == NULL) {
             return -1;
         }
+        Py_XSETREF(core->first_step, first);
         /* A task that finished in its first step only needs first_step() for the
            task_created hook (the record's name is read at finish). */
         int wanted = done ? PyDict_Contains(self->instruments, str_created) : 1;
@@ -180,19 +207,8 @@ account_step(TimedStep *self, PyObject *record, PyObject *task, double start, do
             Py_DECREF(r);
         }
     }
-    PyObject *longest = PyObject_GetAttr(record, str_longest_step);
-    if (longest == NULL) {
-        return -1;
-    }
-    double longest_value = PyFloat_AsDouble(longest);
-    Py_DECREF(longest);
-    if (longest_value == -1.0 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (duration > longest_value) {
-        if (set_float(record, str_longest_step, duration) < 0) {
-            return -1;
-        }
+    if (duration > core->longest_step) {
+        core->longest_step = duration;
         if (!done) {
             PyObject *coro = PyObject_CallMethodNoArgs(task, str_get_coro);
             if (coro == NULL) {
@@ -218,16 +234,37 @@ account_step(TimedStep *self, PyObject *record, PyObject *task, double start, do
         }
         Py_DECREF(r);
     }
-    if (PyDict_Contains(self->instruments, str_after)) {
-        PyObject *d = PyFloat_FromDouble(duration);
-        if (d == NULL) {
-            return -1;
-        }
-        int status = call_hook(self->instruments, str_after, record, d);
-        Py_DECREF(d);
-        return status;
+    int after = PyDict_Contains(self->instruments, str_after);
+    if (after <= 0) {
+        return after;
     }
-    return 0;
+    PyObject *d = PyFloat_FromDouble(duration);
+    if (d == NULL) {
+        return -1;
+    }
+    int status = call_hook(self->instruments, str_after, record, d);
+    Py_DECREF(d);
+    return status;
+}
+
+/* Before the step: instruments, clock, scheduled time. Returns the start time, or -1.0
+   with an exception set. */
+static double
+begin_step(TimedStep *self, PyObject *record, RecordCore *core)
+{
+    if (call_hook(self->instruments, str_before, record, NULL) < 0) {
+        return -1.0;
+    }
+    double start = read_clock(self->clock);
+    if (start == -1.0 && PyErr_Occurred()) {
+        return -1.0;
+    }
+    core->step_start = start;
+    if (core->scheduled_at != 0.0) {
+        core->scheduled += start - core->scheduled_at;
+        core->scheduled_at = 0.0;
+    }
+    return start;
 }
 
 /* timed_step(record, task, callback, *args): run one task step and time it. */
@@ -241,26 +278,9 @@ timed_step_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObje
         return NULL;
     }
     PyObject *record = args[0], *task = args[1], *callback = args[2];
-    double start = 0.0;
-    int timed = 1;
-    if (call_hook(self->instruments, str_before, record, NULL) < 0) {
-        timed = 0;
-    }
-    else {
-        start = read_clock(self->clock);
-        if ((start == -1.0 && PyErr_Occurred()) || set_float(record, str_step_start, start) < 0) {
-            timed = 0;
-        }
-    }
-    if (timed) {
-        PyObject *scheduled_at = PyObject_GetAttr(record, str_scheduled_at);
-        double at = scheduled_at == NULL ? -1.0 : PyFloat_AsDouble(scheduled_at);
-        Py_XDECREF(scheduled_at);
-        if (PyErr_Occurred() || (at != 0.0 && (add_float(record, str_scheduled, start - at) < 0 ||
-                                               set_float(record, str_scheduled_at, 0.0) < 0))) {
-            timed = 0;
-        }
-    }
+    RecordCore *core = as_core(record);
+    double start = core == NULL ? -1.0 : begin_step(self, record, core);
+    int timed = !(start == -1.0 && PyErr_Occurred());
     if (!timed) {
         report_internal_error(self->on_error, msg_step);
     }
@@ -268,20 +288,20 @@ timed_step_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObje
     PyObject *result = PyObject_Vectorcall(callback, args + 3, nargs - 3, NULL);
 
     /* Account even when the callback raised, then hand its exception on unchanged. */
-    PyObject *type = NULL, *value = NULL, *traceback = NULL;
-    if (result == NULL) {
-        PyErr_Fetch(&type, &value, &traceback);
-    }
     if (timed) {
-        double end = 0.0;
-        if (set_float(record, str_step_start, 0.0) < 0 ||
-            ((end = read_clock(self->clock)) == -1.0 && PyErr_Occurred()) ||
-            account_step(self, record, task, start, end) < 0) {
+        PyObject *type = NULL, *value = NULL, *traceback = NULL;
+        if (result == NULL) {
+            PyErr_Fetch(&type, &value, &traceback);
+        }
+        core->step_start = 0.0;
+        double end = read_clock(self->clock);
+        if ((end == -1.0 && PyErr_Occurred()) ||
+            account_step(self, record, core, task, start, end) < 0) {
             report_internal_error(self->on_error, msg_step);
         }
-    }
-    if (result == NULL) {
-        PyErr_Restore(type, value, traceback);
+        if (result == NULL) {
+            PyErr_Restore(type, value, traceback);
+        }
     }
     return result;
 }
@@ -349,7 +369,7 @@ timed_step_call(PyObject *op, PyObject *args, PyObject *kwargs)
 }
 
 static PyTypeObject TimedStepType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "taskscope._backends._speedups.TimedStep",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "taskscope._core._speedups.TimedStep",
     .tp_doc = "timed_step(record, task, callback, *args): run and time one task step.",
     .tp_basicsize = sizeof(TimedStep),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
@@ -466,26 +486,21 @@ static int
 note_scheduled(CallSoon *self, PyObject *record, PyObject *loop, PyObject *const *rest,
                Py_ssize_t nrest)
 {
-    PyObject *now = PyObject_CallNoArgs(self->clock);
-    if (now == NULL) {
+    RecordCore *core = as_core(record);
+    if (core == NULL) {
         return -1;
     }
-    int status = PyObject_SetAttr(record, str_scheduled_at, now);
-    Py_DECREF(now);
-    if (status < 0 || nrest == 0) {
-        return status;
+    double now = read_clock(self->clock);
+    if (now == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    core->scheduled_at = now;
+    if (nrest == 0) {
+        return 0;
     }
     /* Woken by what it waited for; a step without args is the task rescheduling itself
        (see LoopMonitor: spinning). */
-    PyObject *steps = PyObject_GetAttr(record, str_steps);
-    if (steps == NULL) {
-        return -1;
-    }
-    status = PyObject_SetAttr(record, str_waited_at, steps);
-    Py_DECREF(steps);
-    if (status < 0) {
-        return -1;
-    }
+    core->waited_at = core->steps;
     PyObject *cause = PyObject_GetAttr(record, str_cancel_cause);
     if (cause == NULL) {
         return -1;
@@ -653,7 +668,7 @@ call_soon_get(PyObject *op, PyObject *obj, PyObject *type)
 }
 
 static PyTypeObject CallSoonType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "taskscope._backends._speedups.CallSoon",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "taskscope._core._speedups.CallSoon",
     .tp_doc = "call_soon(loop, callback, *args, context=None), routing task steps "
               "through the timed step trampoline.",
     .tp_basicsize = sizeof(CallSoon),
@@ -680,17 +695,9 @@ intern_all(void)
     } names[] = {
         {&str_name, "__name__"},
         {&str_self, "__self__"},
-        {&str_scheduled_at, "scheduled_at"},
-        {&str_steps, "steps"},
-        {&str_waited_at, "waited_at"},
         {&str_cancel_cause, "cancel_cause"},
         {&str_cancelled, "cancelled"},
-        {&str_step_start, "step_start"},
-        {&str_scheduled, "scheduled"},
-        {&str_busy, "busy"},
         {&str_done, "done"},
-        {&str_first_step, "first_step"},
-        {&str_longest_step, "longest_step"},
         {&str_get_coro, "get_coro"},
         {&str_id, "id"},
         {&str_call, "call"},
@@ -711,7 +718,7 @@ intern_all(void)
 
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
-    .m_name = "taskscope._backends._speedups",
+    .m_name = "taskscope._core._speedups",
     .m_doc = "The asyncio backend's per-step hot path in C (see _asyncio.py).",
     .m_size = -1,
 };
@@ -719,15 +726,16 @@ static struct PyModuleDef speedups_module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    if (intern_all() < 0 || PyType_Ready(&TimedStepType) < 0 ||
-        PyType_Ready(&CallSoonType) < 0) {
+    if (intern_all() < 0 || PyType_Ready(&RecordCoreType) < 0 ||
+        PyType_Ready(&TimedStepType) < 0 || PyType_Ready(&CallSoonType) < 0) {
         return NULL;
     }
     PyObject *module = PyModule_Create(&speedups_module);
     if (module == NULL) {
         return NULL;
     }
-    if (PyModule_AddObjectRef(module, "TimedStep", (PyObject *)&TimedStepType) < 0 ||
+    if (PyModule_AddObjectRef(module, "RecordCore", (PyObject *)&RecordCoreType) < 0 ||
+        PyModule_AddObjectRef(module, "TimedStep", (PyObject *)&TimedStepType) < 0 ||
         PyModule_AddObjectRef(module, "CallSoon", (PyObject *)&CallSoonType) < 0) {
         Py_DECREF(module);
         return NULL;
