@@ -48,6 +48,11 @@ async def spawn_asyncio(total: int, batch: int) -> None:
         await asyncio.gather(*[create_task(_trivial()) for _ in range(batch)])
 
 
+def _backlog(clients: int) -> int:
+    """A listen backlog that holds every client connecting at once."""
+    return max(128, 2 * clients)
+
+
 async def echo_asyncio(clients: int, rounds: int) -> None:
     """Run a loopback TCP echo server and `clients` clients doing `rounds` round trips."""
     message = b"x" * 64
@@ -66,7 +71,10 @@ async def echo_asyncio(clients: int, rounds: int) -> None:
         writer.close()
         await writer.wait_closed()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    # A backlog for every client at once: with asyncio's default of 100, the connection
+    # burst overflowed it on the default loop and the kernel's retransmissions (~0.2 s
+    # and up) dominated whichever run connected fastest (plain looked 2x slower).
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=_backlog(clients))
     port = server.sockets[0].getsockname()[1]
     async with server:
         await asyncio.gather(*[client(port) for _ in range(clients)])
@@ -122,7 +130,9 @@ async def echo_trio(clients: int, rounds: int) -> None:
                     received += len(await stream.receive_some(len(message) - received))
 
     async with trio.open_nursery() as server_nursery:
-        serve = functools.partial(trio.serve_tcp, handle, 0, host="127.0.0.1")
+        serve = functools.partial(
+            trio.serve_tcp, handle, 0, host="127.0.0.1", backlog=_backlog(clients)
+        )
         listeners = await server_nursery.start(serve)
         port = listeners[0].socket.getsockname()[1]
         async with trio.open_nursery() as nursery:
@@ -343,8 +353,23 @@ def _loop_factory(workload: Workload) -> Callable[[], asyncio.AbstractEventLoop]
     return None
 
 
+def _settle_malloc() -> None:
+    """Put glibc's dynamic mmap threshold in the same state in every configuration.
+
+    asyncio's socket transports ``recv`` into a fresh 256 KiB buffer per read. glibc
+    serves blocks that large with mmap (a page fault per page, ~20 us per read) until a
+    large mmapped block has been freed, which raises the threshold for the rest of the
+    process. Whether that has happened depended on what the configuration imported
+    (importing taskscope does it), so plain asyncio measured 2-2.5x slower than
+    taskscope on the echo workload. One 1 MiB allocation and free settles it for all.
+    """
+    block = bytearray(1 << 20)
+    del block
+
+
 def measure(workload: Workload, config: Config, sizes: tuple[int, ...]) -> dict[str, Any]:
     """Run `workload` once under `config`; return the JSON-ready result."""
+    _settle_malloc()
     program = program_for(workload)
     details: dict[str, Any] = {}
     result: Any = None
