@@ -17,7 +17,7 @@ import trio
 
 import taskscope
 from taskscope._backends._asyncio import AsyncioBackend
-from taskscope.analysis._scopes import real_errors
+from taskscope._core._exceptions import real_errors
 from taskscope.monitors import _scopes
 from taskscope.monitors._scopes import ScopeMonitor
 from tests.conftest import line_of

@@ -20,7 +20,7 @@ import trio
 
 import taskscope
 from taskscope._backends import _compat_anyio
-from taskscope.analysis._scopes import real_errors
+from taskscope._core._exceptions import real_errors
 from taskscope.monitors._scopes import ScopeMonitor
 from tests.conftest import line_of
 

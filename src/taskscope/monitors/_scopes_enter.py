@@ -1,0 +1,177 @@
+"""Entering a scope: the hot path shared by every flavour (AnyIO, trio, asyncio).
+
+Per entry: the entering task (read from the scope for AnyIO, from trio's run context,
+or asked of asyncio), a short walk of ``sys._getframe()`` keeping ``(code, line)`` pairs
+up to the user's frame and `context_frames` callers, a weak reference, one small
+object and two dict stores. Deadlines, shields and earlier ``cancel()`` calls are read
+on a slow path that a plain scope skips; ids, task records and formatted locations are
+made only when a scope is reported.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import weakref
+from typing import TYPE_CHECKING, Any, Final
+
+from .._backends import _compat, _compat_anyio
+from .._core._faults import internal_error
+from ._scopes_state import ENTERED, ScopeEntry
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import CodeType, FrameType
+
+    from .._core._location import RawLocation
+    from ._scopes_state import ScopeState
+
+#: Scope kinds fixed by the class wrapped (AnyIO's and trio's are told from the stack).
+FIXED_KINDS: Final = {
+    "asyncio-timeout": "asyncio.timeout",
+    "asyncio-taskgroup": "asyncio.TaskGroup",
+}
+
+
+def task_getter(flavour: str, current_task: Any) -> Callable[[Any], Any]:
+    """Return a one-argument callable giving the task entering `scope` (C calls where
+    possible: this runs for every scope)."""
+    if flavour == "anyio-asyncio":
+        # AnyIO has just stored the entering task on the scope.
+        return _compat_anyio.anyio_host_task
+    if flavour == "trio":
+        context = _compat.trio_run_context()
+        if context is not None:
+            # getattr(context, "task", scope): trio's running task, read in C.
+            return functools.partial(getattr, context, "task")
+
+    def ask(_scope: Any) -> Any:
+        return current_task()
+
+    return ask
+
+
+def make_entered(  # noqa: PLR0915  # the hot path, one closure on purpose
+    state: ScopeState, flavour: str, current_task: Any
+) -> Callable[[Any, FrameType | None], None]:
+    """Return the function recording that `scope` was just entered at `frame`."""
+    active = state.active
+    tops = state.tops
+    pending = state.pending
+    stats = state.stats
+    kind_codes = state.kind_codes
+    registry = state.registry
+    clock = registry.clock
+    is_library = registry.locations.is_library
+    depth = state.stack_depth
+    context = state.context_frames
+    #: Code -> "is a library frame", decided once per code object.
+    libraries: dict[CodeType, bool] = {}
+    #: The run loops' dispatch: what lies above did not enter the scope.
+    stop_codes = _compat_anyio.run_loop_codes()
+    #: Thin wrappers entering a scope for the caller (AnyIO's trio CancelScope).
+    passthrough = state.passthrough
+    make_ref = weakref.ref
+    max_active = state.max_active
+    kind_default = FIXED_KINDS.get(flavour)
+    inf = float("inf")
+    deadline_of = (
+        _compat_anyio.anyio_deadline
+        if flavour == "anyio-asyncio"
+        else _compat_anyio.scope_deadline_or_inf
+    )
+    task_of = task_getter(flavour, current_task)
+    entry_class = ScopeEntry
+    live = registry.live
+
+    def entered(scope: Any, frame: FrameType | None) -> None:  # noqa: PLR0912  # hot path
+        try:
+            key = id(task_of(scope))
+            # The entry stack, innermost first: up to the user's frame and `context`
+            # callers beyond it (each f_back materializes a frame object: keep it short).
+            stack: list[RawLocation] = []
+            kind = kind_default
+            extra = -1
+            found = False
+            #: Whether the first frame that is not a thin wrapper is library code.
+            direct: bool | None = None
+            while frame is not None:
+                code = frame.f_code
+                stack.append((code, frame.f_lineno))
+                if extra >= 0:
+                    extra -= 1
+                    if extra < 0:
+                        break
+                else:
+                    library = libraries.get(code)
+                    if library is None:
+                        library = libraries[code] = is_library(code)
+                    if library:
+                        if kind is None:
+                            kind = kind_codes.get(code)
+                        if direct is None and code not in passthrough:
+                            direct = True
+                    else:
+                        if direct is None:
+                            direct = False
+                        found = True
+                        extra = context - 1
+                        if extra < 0:
+                            break
+                if len(stack) >= depth:
+                    break
+                frame = frame.f_back
+                if frame is not None and frame.f_code in stop_codes:
+                    break
+            if kind is None:
+                # No user frame before the run loop, or entered by library code itself:
+                # the runtime's own scope (trio's sleep, system nursery, AnyIO's
+                # bookkeeping).
+                kind = "internal" if direct or not found else "cancel_scope"
+            elif not found and kind != "task":
+                kind = "internal"
+            entry = entry_class(
+                make_ref(scope), flavour, kind, key, live.get(key), stack, clock(), tops.get(key)
+            )
+            active[id(scope)] = entry
+            tops[key] = entry
+            if kind_default is not None or pending or deadline_of(scope) != inf:
+                # Deadlines are read on the slow path, which a scope without one skips.
+                scope_started(state, entry, scope)
+            stats[entry.kind][ENTERED] += 1
+            if len(active) > max_active:
+                state.prune()
+        except Exception as exc:  # noqa: BLE001  # never raise into the program
+            internal_error("scope monitor: enter", exc)
+
+    return entered
+
+
+def scope_started(state: ScopeState, entry: ScopeEntry, scope: Any) -> None:
+    """Settle what the hot path left open: deadline, kind, an earlier cancel()."""
+    deadline = _compat_anyio.scope_deadline(scope)
+    if deadline is not None:
+        now = _compat_anyio.loop_time()
+        if now is not None:
+            entry.timeout = deadline - now
+        if entry.kind == "cancel_scope":
+            entry.kind = "move_on_after"
+    entry.shield = _compat_anyio.scope_shield(scope)
+    waiting = state.pending.pop(id(scope), None)
+    if waiting is not None and waiting[0]() is scope:
+        state.attach(entry, waiting[1])
+
+
+def make_enter(
+    state: ScopeState, original: Callable[[Any], Any], flavour: str, current_task: Any
+) -> Callable[[Any], Any]:
+    """Wrap a synchronous ``__enter__`` (AnyIO's asyncio and trio's ``CancelScope``)."""
+    entered = make_entered(state, flavour, current_task)
+    getframe = sys._getframe
+
+    def enter(scope: Any) -> Any:
+        result = original(scope)
+        entered(scope, getframe(1))
+        return result
+
+    return enter
