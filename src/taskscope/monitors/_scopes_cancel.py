@@ -92,7 +92,7 @@ def _cause_from_stack(state: ScopeState, note: CancelNote, frame: FrameType | No
     cause_codes = state.cause_codes
     depth = 0
     while frame is not None and depth < _CAUSE_DEPTH:
-        cause = cause_codes.get(frame.f_code)
+        cause = cause_codes.get(id(frame.f_code))
         if cause is not None:
             note.cause = cause
             f_locals = frame.f_locals
@@ -139,7 +139,7 @@ def note_cancel_request(state: ScopeState, record: TaskRecord, frame: FrameType 
     deliver = state.deliver_codes
     depth = 0
     while frame is not None and depth < _DELIVER_DEPTH:
-        name = deliver.get(frame.f_code)
+        name = deliver.get(id(frame.f_code))
         if name is not None:
             scope = frame.f_locals.get(name)
             return scope is not None and apply_note(state, record, scope, None)

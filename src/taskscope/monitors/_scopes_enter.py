@@ -65,10 +65,12 @@ def make_entered(  # noqa: PLR0915  # the hot path, one closure on purpose
     is_library = registry.locations.is_library
     depth = state.stack_depth
     context = state.context_frames
-    #: Code -> "is a library frame", decided once per code object.
-    libraries: dict[CodeType, bool] = {}
+    #: ``id(code)`` -> "is a library frame", decided once per code object (kept alive
+    #: in `seen`, so that its id stays its own). Ids, not codes: see `ScopeState`.
+    libraries: dict[int, bool] = {}
+    seen: list[CodeType] = state.code_refs
     #: The run loops' dispatch: what lies above did not enter the scope.
-    stop_codes = _compat_anyio.run_loop_codes()
+    stop_codes = set(state.by_id(dict.fromkeys(_compat_anyio.run_loop_codes(), "")))
     #: Thin wrappers entering a scope for the caller (AnyIO's trio CancelScope).
     passthrough = state.passthrough
     make_ref = weakref.ref
@@ -84,52 +86,73 @@ def make_entered(  # noqa: PLR0915  # the hot path, one closure on purpose
     entry_class = ScopeEntry
     live = registry.live
 
-    def entered(scope: Any, frame: FrameType | None) -> None:  # noqa: PLR0912  # hot path
-        try:
-            key = id(task_of(scope))
-            # The entry stack, innermost first: up to the user's frame and `context`
-            # callers beyond it (each f_back materializes a frame object: keep it short).
-            stack: list[RawLocation] = []
-            kind = kind_default
-            extra = -1
-            found = False
-            #: Whether the first frame that is not a thin wrapper is library code.
-            direct: bool | None = None
-            while frame is not None:
-                code = frame.f_code
-                stack.append((code, frame.f_lineno))
-                if extra >= 0:
-                    extra -= 1
+    #: Callers kept beyond the user's frame, within the depth.
+    callers = min(context, depth - 1)
+
+    def walk(frame: FrameType | None) -> tuple[str, list[RawLocation]]:  # noqa: PLR0912
+        """Classify a scope entered through library code, and take its entry stack:
+        up to the user's frame and `context` callers beyond it, innermost first."""
+        stack: list[RawLocation] = []
+        kind = kind_default
+        extra = -1
+        found = False
+        #: Whether the first frame that is not a thin wrapper is library code.
+        direct: bool | None = None
+        while frame is not None:
+            code = frame.f_code
+            code_id = id(code)
+            stack.append((code, frame.f_lineno))
+            if extra >= 0:
+                extra -= 1
+                if extra < 0:
+                    break
+            else:
+                library = libraries.get(code_id)
+                if library is None:
+                    library = libraries[code_id] = is_library(code)
+                    seen.append(code)
+                if library:
+                    if kind is None:
+                        kind = kind_codes.get(code_id)
+                    if direct is None and code_id not in passthrough:
+                        direct = True
+                else:
+                    if direct is None:
+                        direct = False
+                    found = True
+                    extra = context - 1
                     if extra < 0:
                         break
-                else:
-                    library = libraries.get(code)
-                    if library is None:
-                        library = libraries[code] = is_library(code)
-                    if library:
-                        if kind is None:
-                            kind = kind_codes.get(code)
-                        if direct is None and code not in passthrough:
-                            direct = True
-                    else:
-                        if direct is None:
-                            direct = False
-                        found = True
-                        extra = context - 1
-                        if extra < 0:
-                            break
-                if len(stack) >= depth:
-                    break
-                frame = frame.f_back
-                if frame is not None and frame.f_code in stop_codes:
-                    break
-            if kind is None:
-                # No user frame before the run loop, or entered by library code itself:
-                # the runtime's own scope (trio's sleep, system nursery, AnyIO's
-                # bookkeeping).
-                kind = "internal" if direct or not found else "cancel_scope"
-            elif not found and kind != "task":
-                kind = "internal"
+            if len(stack) >= depth:
+                break
+            # Each f_back materializes a frame object: keep the walk short.
+            frame = frame.f_back
+            if frame is not None and id(frame.f_code) in stop_codes:
+                break
+        if kind is None:
+            # No user frame before the run loop, or entered by library code itself: the
+            # runtime's own scope (trio's sleep, system nursery, AnyIO's bookkeeping).
+            kind = "internal" if direct or not found else "cancel_scope"
+        elif not found and kind != "task":
+            kind = "internal"
+        return kind, stack
+
+    def entered(scope: Any, frame: FrameType | None) -> None:
+        try:
+            key = id(task_of(scope))
+            if frame is not None and libraries.get(id(frame.f_code)) is False:
+                # The common case, inlined: the user's own ``with`` entered the scope.
+                stack = [(frame.f_code, frame.f_lineno)]
+                kind = kind_default or "cancel_scope"
+                count = callers
+                while count:
+                    frame = frame.f_back
+                    if frame is None or id(frame.f_code) in stop_codes:
+                        break
+                    stack.append((frame.f_code, frame.f_lineno))
+                    count -= 1
+            else:
+                kind, stack = walk(frame)
             entry = entry_class(
                 make_ref(scope), flavour, kind, key, live.get(key), stack, clock(), tops.get(key)
             )

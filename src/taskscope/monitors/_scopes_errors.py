@@ -73,7 +73,7 @@ def owner_of(
     owner_codes = state.owner_codes
     is_library = state.is_library
     both = exited_stack + entry.stack
-    labels = {owner_codes[code] for code, _ in both if code in owner_codes}
+    labels = {owner_codes[id(code)] for code, _ in both if id(code) in owner_codes}
     generator = next(
         (code for code, _ in both if code.co_flags & CO_ASYNC_GENERATOR and not is_library(code)),
         None,

@@ -191,23 +191,32 @@ class ScopeState:
         self.task_notes: dict[int, tuple[str, CancelNote]] = {}
         self.max_task_notes = 10_000
         self.dropped = 0
-        self.kind_codes: dict[CodeType, str] = {}
-        self.cause_codes: dict[CodeType, str] = {}
-        self.deliver_codes: dict[CodeType, str] = {}
-        self.owner_codes: dict[CodeType, str] = {}
+        # Code tables are keyed by ``id(code)``: hashing a code object hashes its
+        # bytecode and constants (nested functions included) on every lookup, up to a
+        # microsecond; `code_refs` keeps each code alive so that its id stays its own.
+        self.code_refs: list[CodeType] = []
+        self.kind_codes: dict[int, str] = {}
+        self.cause_codes: dict[int, str] = {}
+        self.deliver_codes: dict[int, str] = {}
+        self.owner_codes: dict[int, str] = {}
         #: Updated in place: AnyIO's trio backend is imported after trio itself.
-        self.passthrough: set[CodeType] = set()
+        self.passthrough: set[int] = set()
         self.current_task: dict[str, Any] = {}
         self.refresh_codes()
 
     def refresh_codes(self) -> None:
         """Learn the code objects of the libraries imported so far."""
-        self.kind_codes.update(_compat_anyio.kind_codes())
-        self.cause_codes.update(_compat_anyio.cancel_cause_codes())
-        self.deliver_codes.update(_compat_anyio.deliver_codes())
-        self.owner_codes.update(_compat_anyio.exit_owner_codes())
-        self.passthrough.update(_compat_anyio.passthrough_codes())
+        self.kind_codes.update(self.by_id(_compat_anyio.kind_codes()))
+        self.cause_codes.update(self.by_id(_compat_anyio.cancel_cause_codes()))
+        self.deliver_codes.update(self.by_id(_compat_anyio.deliver_codes()))
+        self.owner_codes.update(self.by_id(_compat_anyio.exit_owner_codes()))
+        self.passthrough.update(self.by_id(dict.fromkeys(_compat_anyio.passthrough_codes(), "")))
         self.current_task.update(_compat_anyio.current_task_functions())
+
+    def by_id(self, codes: dict[CodeType, str]) -> dict[int, str]:
+        """Key a code table by ``id(code)``, keeping the codes alive."""
+        self.code_refs.extend(codes)
+        return {id(code): label for code, label in codes.items()}
 
     # -- tasks ----------------------------------------------------------------------
 
@@ -308,20 +317,33 @@ class ScopeState:
             child.parent = entry.parent
 
     def prune(self) -> None:
-        """Drop entries whose scope was collected without exiting (abandoned)."""
-        for key, entry in list(self.active.items()):
+        """Drop entries whose scope was collected without exiting (abandoned); if the
+        table is still full, drop the oldest tenth too (counted in `dropped`), so that
+        the next entries do not each pay for a full scan."""
+        active = self.active
+        for key, entry in list(active.items()):
             if entry.ref() is None:
-                self.active.pop(key, None)
+                active.pop(key, None)
                 self.stats[entry.kind][ABANDONED] += 1
                 self.dropped += 1
-        for key, top in list(self.tops.items()):
+        excess = len(active) - self.max_active * 9 // 10
+        if excess > 0:
+            # Dicts keep insertion order: the first keys are the oldest entries.
+            for key in list(itertools.islice(active, excess)):
+                entry = active.pop(key)
+                self.stats[entry.kind][ABANDONED] += 1
+                self.dropped += 1
+        tops = self.tops
+        for key, top in list(tops.items()):
             alive: ScopeEntry | None = top
-            while alive is not None and alive.ref() is None:
+            while alive is not None and (
+                alive.ref() is None or active.get(id(alive.ref())) is not alive
+            ):
                 alive = alive.parent
             if alive is None:
-                self.tops.pop(key, None)
+                tops.pop(key, None)
             elif alive is not top:
-                self.tops[key] = alive
+                tops[key] = alive
 
     def settle_exit(  # noqa: PLR0912  # one place accounts every kind of exit
         self,
