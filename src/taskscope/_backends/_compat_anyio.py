@@ -297,6 +297,15 @@ def anyio_task_cancel_scopes(task: Any) -> list[Any]:
     return scopes
 
 
+def asyncio_group_tasks(group: Any) -> frozenset[Any]:
+    """Return the tasks an ``asyncio.TaskGroup`` is still waiting for."""
+    tasks = getattr(group, "_tasks", None)
+    try:
+        return frozenset(tasks) if tasks is not None else frozenset()
+    except TypeError:
+        return frozenset()
+
+
 # -- code objects that identify who is on the stack ------------------------------------
 
 
@@ -383,9 +392,8 @@ class _CodeHolder:
         self.__code__ = code
 
 
-#: Local variable holding the failed child task / the body's exception, by cause code.
+#: Local variable holding the failed child task (``sibling-failure`` code).
 FAILED_TASK_LOCALS: Final = ("_task", "task")
-BODY_ERROR_LOCALS: Final = ("exc_val", "et")
 
 
 def deliver_codes() -> dict[CodeType, str]:

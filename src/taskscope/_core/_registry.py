@@ -135,6 +135,8 @@ class TaskRecord:
     cancel_requester: tuple[int, str] | None = None
     cancel_location: RawLocation | None = None
     cancel_message: str | None = None
+    #: The scope that delivered the cancellation: (scope id, kind, where entered).
+    cancel_scope: tuple[int, str, RawLocation | None] | None = None
     pending_at_exit: bool = False
     destroyed_pending: bool = False
     adopted: bool = False

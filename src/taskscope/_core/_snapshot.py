@@ -13,6 +13,7 @@ from ._records import (
     ExceptionInfo,
     Location,
     RegionInfo,
+    ScopeRef,
     SiteStatistics,
     Snapshot,
     TaskInfo,
@@ -57,11 +58,15 @@ def task_info(record: TaskRecord, registry: Registry, now: float | None = None) 
     cancellation = None
     if record.cancel_cause is not None and (state == "cancelled" or record.state == PENDING):
         requester = record.cancel_requester
+        scope = record.cancel_scope
         cancellation = CancellationInfo(
             cause=record.cancel_cause,
             requested_by=TaskRef(id=requester[0], name=requester[1]) if requester else None,
             location=to_location(record.cancel_location),
             message=record.cancel_message,
+            scope=ScopeRef(id=scope[0], kind=scope[1], entered_at=to_location(scope[2]))
+            if scope is not None
+            else None,
         )
     return TaskInfo(
         id=record.id,

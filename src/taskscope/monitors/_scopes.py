@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._backends import _compat, _compat_anyio
 from .._backends._patching import Patches
+from .._core import _provenance
 from .._core._faults import internal_error
 from . import _scopes_cancel
 from ._scopes_anyio import make_exit
@@ -114,6 +115,13 @@ class ScopeMonitor:
                     "uninstall() first"
                 )
             _installed = self
+        try:
+            self._install(registry)
+        except BaseException:
+            self.uninstall()  # all or nothing, like the session
+            raise
+
+    def _install(self, registry: Registry) -> None:
         stack_depth, context_frames, max_errors, max_recent, max_active = self._options
         self.state = ScopeState(
             registry,
@@ -125,6 +133,7 @@ class ScopeMonitor:
             self.exception_notes,
         )
         self.installed = True
+        _provenance.set_explainer(self)
         self.anyio_version = _compat_anyio.anyio_version()
         for scope_class in _compat_anyio.asyncio_classes():
             self._wrap(scope_class)
@@ -138,6 +147,8 @@ class ScopeMonitor:
         with _install_lock:
             if _installed is self:
                 _installed = None
+        if _provenance.explainer() is self:
+            _provenance.set_explainer(None)
         self.installed = False
         self._patches.undo()
         self._wrapped.clear()
@@ -255,36 +266,12 @@ def _same(function: Any) -> Any:
     return function
 
 
-# -- module-level hooks for the backends ------------------------------------------------
+# -- module-level lookups ------------------------------------------------
 
 
 def installed_monitor() -> ScopeMonitor | None:
     """Return the installed `ScopeMonitor`, if any."""
     return _installed
-
-
-def note_cancel_request(record: TaskRecord, frame: FrameType | None) -> bool:
-    """Backend hook: see `ScopeMonitor.note_cancel_request` (no-op when not installed)."""
-    monitor = _installed
-    if monitor is None:
-        return False
-    try:
-        return monitor.note_cancel_request(record, frame)
-    except Exception as exc:  # noqa: BLE001  # never raise into the backend
-        internal_error("scope monitor: cancel provenance", exc)
-        return False
-
-
-def note_task_cancelled(record: TaskRecord, task: Any) -> bool:
-    """Backend hook: see `ScopeMonitor.note_task_cancelled` (no-op when not installed)."""
-    monitor = _installed
-    if monitor is None:
-        return False
-    try:
-        return monitor.note_task_cancelled(record, task)
-    except Exception as exc:  # noqa: BLE001  # never raise into the backend
-        internal_error("scope monitor: cancel provenance", exc)
-        return False
 
 
 def cancel_scope_of(record_id: int) -> ScopeRef | None:

@@ -16,7 +16,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from .._backends import _compat, _compat_anyio
-from .._core._exceptions import is_cancellation
+from .._backends._cancel_causes import group_exit_cause
 from .._core._faults import internal_error
 from ._scopes_state import CancelNote, pair_of
 from ._scopes_trio import trio_cause
@@ -105,15 +105,7 @@ def _cause_from_stack(state: ScopeState, note: CancelNote, frame: FrameType | No
                 if failed is not None:
                     _failed_task(state, note, failed)
             elif cause == "task-group-error":
-                error = next(
-                    (f_locals[name] for name in _compat_anyio.BODY_ERROR_LOCALS
-                     if f_locals.get(name) is not None),
-                    None,
-                )  # fmt: skip
-                if not isinstance(error, BaseException) or is_cancellation(error):
-                    note.cause = "outer-cancel"
-                else:
-                    note.error = type(error).__qualname__
+                note.cause, note.error = group_exit_cause(f_locals)
             return
         frame = frame.f_back
         depth += 1
@@ -148,21 +140,39 @@ def note_cancel_request(state: ScopeState, record: TaskRecord, frame: FrameType 
     return False
 
 
+#: Causes a backend names when it cannot tell more: the monitor may refine them.
+_COARSE_CAUSES = frozenset({None, "unknown", "cancel-scope", "timeout"})
+
+
 def note_task_cancelled(state: ScopeState, record: TaskRecord, task: Any) -> bool:
-    """A task ended cancelled: if no cause is known yet beyond "a scope did it", find
-    the cancelled scope around it and write its cause into `record`."""
+    """A task ended cancelled: unless its cause is already known (a request this
+    monitor explained, or an explicit ``Task.cancel()`` seen with its caller), find the
+    cancelled scope around it and write that scope's cause into `record`."""
     if record.id in state.task_notes:
         return True
-    if record.cancel_cause not in {None, "unknown", "cancel-scope", "timeout"}:
+    trio_task = type(task).__module__.startswith("trio")
+    if not trio_task and record.cancel_cause not in _COARSE_CAUSES:
         return False
-    if type(task).__module__.startswith("trio"):
+    if trio_task:
         scopes = _compat_anyio.trio_task_cancel_scopes(task)
     else:
-        scopes = _compat_anyio.anyio_task_cancel_scopes(task)
+        scopes = _compat_anyio.anyio_task_cancel_scopes(task) + _asyncio_groups_of(state, task)
     for scope in scopes:
-        if _compat_anyio.scope_cancel_called(scope):
+        if _compat_anyio.scope_cancel_called(scope) or _note_of(state, scope) is not None:
             return apply_note(state, record, scope, None)
     return False
+
+
+def _asyncio_groups_of(state: ScopeState, task: Any) -> list[Any]:
+    """Return the active asyncio TaskGroups that were cancelled and hold `task` (its
+    cancellation never went through the loop when it had not started yet)."""
+    groups = []
+    for entry in list(state.active.values()):
+        if entry.flavour == "asyncio-taskgroup" and entry.cancel is not None:
+            group = entry.ref()
+            if group is not None and task in _compat_anyio.asyncio_group_tasks(group):
+                groups.append(group)
+    return groups
 
 
 def _note_of(state: ScopeState, scope: Any) -> CancelNote | None:
@@ -190,6 +200,12 @@ def apply_note(state: ScopeState, record: TaskRecord, scope: Any, note: CancelNo
         location = state.user_raw(note.entry.stack)
     record.cancel_location = location
     record.cancel_message = note.reason
+    entry = note.entry
+    record.cancel_scope = (
+        (state.new_sid(entry), entry.kind, state.user_raw(entry.stack))
+        if entry is not None
+        else None
+    )
     notes = state.task_notes
     notes[record.id] = (record.current_name(), note)
     if len(notes) > state.max_task_notes:
