@@ -360,3 +360,81 @@ class TestRealErrors:
         error = KeyError("k")
         assert real_errors(error) == [error]
         assert real_errors(asyncio.CancelledError()) == []
+
+
+async def _group_host() -> None:
+    """Run a task group whose child fails while its sibling sleeps."""
+    async with anyio.create_task_group() as group:
+        group.start_soon(sleeper, name="sibling")
+        group.start_soon(failing, name="failing")
+
+
+async def _mixed_group() -> None:
+    """Raise a group of one real error among two cancellations (nested)."""
+    await asyncio.sleep(0)
+    try:
+        raise ValueError("real")  # noqa: TRY301  # mixed-error
+    except ValueError as error:
+        inner = BaseExceptionGroup("inner", [asyncio.CancelledError(), error])
+        raise BaseExceptionGroup("outer", [asyncio.CancelledError(), inner]) from None
+
+
+class TestRealErrorsReported:
+    """A task's exception group shows its real errors first, with their own lines."""
+
+    def test_task_exception_lists_real_errors(self, plain_session: taskscope.Session) -> None:
+        """The real error's type, message and line, and the cancellations counted."""
+
+        async def main() -> None:
+            with contextlib.suppress(BaseExceptionGroup):
+                await asyncio.create_task(_mixed_group(), name="mixed")
+
+        asyncio.run(main())
+        exc = task_named(plain_session, "mixed").exception
+        assert exc is not None
+        assert exc.type == "BaseExceptionGroup"
+        assert [(e.type, e.message) for e in exc.real_errors] == [("ValueError", "real")]
+        assert exc.real_errors[0].location is not None
+        assert exc.real_errors[0].location.line == line_of("mixed-error")
+        assert exc.cancelled == 2
+
+    def test_unretrieved_group_names_the_real_error_first(
+        self, plain_session: taskscope.Session
+    ) -> None:
+        """A failed task group nobody awaited: the finding leads with the child's error."""
+        keep: list[Any] = []
+
+        async def main() -> None:
+            keep.append(asyncio.create_task(_group_host(), name="host"))
+            await asyncio.sleep(0.1)
+
+        asyncio.run(main())
+        plain_session.end_of_program()
+        (finding,) = [f for f in plain_session.findings() if f.kind == "task-exception-unretrieved"]
+        assert finding.message.startswith(
+            f"Task 'host' ({_group_host.__qualname__}) failed with ValueError: boom (at "
+        )
+        assert "[in ExceptionGroup]" in finding.message
+        (real,) = finding.details["real_errors"]
+        assert real.type == "ValueError"
+        assert real.location is not None
+        assert real.location.function == failing.__qualname__
+        assert next(iter(finding.details)) == "real_errors"
+
+    def test_trio_task_group_failure(self, plain_session: taskscope.Session) -> None:
+        """On trio, the task hosting a failed nursery records the child's error."""
+
+        async def host() -> None:
+            await _group_host()
+
+        async def main() -> None:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(host, name="host")
+
+        with pytest.raises(BaseExceptionGroup):
+            trio.run(main)
+        exc = task_named(plain_session, "host").exception
+        assert exc is not None
+        assert [e.type for e in exc.real_errors] == ["ValueError"]
+        assert exc.real_errors[0].location is not None
+        assert exc.real_errors[0].location.function == failing.__qualname__

@@ -445,6 +445,7 @@ class AsyncioBackend:
             else:
                 state = FAILED
                 record.exception = self.locations.describe_exception(exc)
+                record.exception_group = self.locations.describe_group(exc)
                 record.exception_id = id(exc)
         self.registry.task_finished(record, state, task, ended)
         if "task_finished" in self.instruments:

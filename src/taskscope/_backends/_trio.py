@@ -436,6 +436,7 @@ class TrioBackend:
             task_cancelled(record, task)  # the scope monitor names the scope, who, where
             return CANCELLED
         record.exception = self.locations.describe_exception(error)
+        record.exception_group = self.locations.describe_group(error)
         record.exception_id = id(error)
         # trio hands every task's exception to its nursery, which raises it in the
         # parent: it is always retrieved (there is no "never retrieved" on trio).

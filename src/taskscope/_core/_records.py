@@ -39,6 +39,18 @@ class TaskRef:
 
 
 @dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """One real error inside an exception group."""
+
+    #: Qualified name of the exception type, e.g. ``ValueError``.
+    type: str
+    #: ``str()`` of the exception.
+    message: str
+    #: The innermost frame of its traceback in the user's code, when there is one.
+    location: Location | None
+
+
+@dataclass(frozen=True, slots=True)
 class ExceptionInfo:
     """An exception that ended a task."""
 
@@ -50,6 +62,12 @@ class ExceptionInfo:
     frames: tuple[Location, ...]
     #: The innermost frame in the user's code, when there is one.
     location: Location | None
+    #: For an exception group (a task group that failed): the errors in it that are
+    #: not cancellations, in order, with their own locations. Empty otherwise.
+    real_errors: tuple[ErrorInfo, ...] = ()
+    #: For an exception group: how many of its leaves are cancellations (siblings the
+    #: failure cancelled).
+    cancelled: int = 0
 
 
 @dataclass(frozen=True, slots=True)
