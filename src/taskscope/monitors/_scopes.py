@@ -65,7 +65,9 @@ class ScopeMonitor:
             ``RuntimeError`` AnyIO (or trio) raises for a cross-task or misnested exit
             (the exception is otherwise never touched).
         stack_depth: at most this many frames kept per entered scope (its entry stack).
-        context_frames: callers kept beyond the user's frame in an entry stack.
+        context_frames: callers kept beyond the user's frame in an entry stack (each
+            costs a frame object per scope entered: the caller of a coroutine is
+            materialized on demand).
         max_errors: scope errors kept individually (all are counted).
         max_recent: exited scopes that were cancelled or failed, kept individually.
         max_active: entered scopes tracked at once; past this, abandoned (garbage
@@ -79,7 +81,7 @@ class ScopeMonitor:
         *,
         exception_notes: bool = False,
         stack_depth: int = 8,
-        context_frames: int = 1,
+        context_frames: int = 0,
         max_errors: int = 1_000,
         max_recent: int = 1_000,
         max_active: int = 100_000,

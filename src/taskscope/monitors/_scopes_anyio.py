@@ -2,8 +2,8 @@
 
 AnyIO refuses a cross-task or misnested exit itself (it raises ``RuntimeError`` and
 leaves the scope active), so the check runs only then: inside the exit, where the
-stack is the exiting one, before the error reaches the program. A clean exit costs a
-dict lookup before the original and three dict operations after it.
+stack is the exiting one, before the error reaches the program. A clean exit costs one
+dict lookup and a ``pop``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from types import FrameType
 
-    from ._scopes_state import ScopeEntry, ScopeState
+    from ._scopes_state import ScopeState
 
 
 def make_exit(
@@ -27,27 +27,22 @@ def make_exit(
 ) -> Callable[..., bool]:
     """Wrap ``CancelScope.__exit__(exc_type, exc_val, exc_tb) -> bool``."""
     active = state.active
+    details = state.details
     settle = state.settle_exit
-    exited_cleanly = state.exited_cleanly
     getframe = sys._getframe
 
     def exit_(scope: Any, exc_type: Any, exc_val: Any, exc_tb: Any) -> bool:
-        entry = active.get(id(scope))
         try:
             result = original(scope, exc_type, exc_val, exc_tb)
         except BaseException as exc:
-            if entry is not None:
-                _refused(state, entry, scope, exc_val, exc, current_task, getframe(1))
+            if id(scope) in active:
+                _refused(state, scope, exc_val, exc, current_task, getframe(1))
             raise
-        if entry is not None:
-            try:
-                if entry.ref() is scope:
-                    if exc_val is None and entry.cancel is None:
-                        exited_cleanly(entry, id(scope))
-                    else:
-                        settle(entry, scope, exc_val, swallowed=bool(result), raised=None)
-            except Exception as exc:  # noqa: BLE001
-                internal_error("scope monitor: exit", exc)
+        scope_id = id(scope)
+        if exc_val is None and scope_id not in details:
+            active.pop(scope_id, None)  # the common case: a clean exit (or untracked)
+        elif scope_id in active:
+            settle(scope_id, scope, exc_val, swallowed=bool(result), raised=None)
         return result
 
     return exit_
@@ -55,7 +50,6 @@ def make_exit(
 
 def _refused(  # noqa: PLR0917  # the exit's own arguments, passed through once
     state: ScopeState,
-    entry: ScopeEntry,
     scope: Any,
     exc_val: BaseException | None,
     raised: BaseException,
@@ -64,13 +58,14 @@ def _refused(  # noqa: PLR0917  # the exit's own arguments, passed through once
 ) -> None:
     """The original exit raised: explain it if AnyIO refused the exit (never raises)."""
     try:
-        if entry.ref() is not scope:
+        entry = state.entry_of(scope)
+        if entry is None:
             return
         if _compat_anyio.anyio_scope_active(scope):
             check_exit(state, entry, scope, id(current_task()), frame)
     except Exception as error:  # noqa: BLE001
         internal_error("scope monitor: exit", error)
         return
-    state.settle_exit(entry, scope, exc_val, swallowed=False, raised=raised)
+    state.settle_exit(id(scope), scope, exc_val, swallowed=False, raised=raised)
     if entry.problem is not None and state.exception_notes:
         add_note(state, raised, entry)

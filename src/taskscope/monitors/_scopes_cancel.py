@@ -56,9 +56,7 @@ def cancel_requested(
     state: ScopeState, scope: Any, flavour: str, argument: Any, frame: FrameType | None
 ) -> None:
     """Record the first cancellation request of a scope, before it is delivered."""
-    entry = state.active.get(id(scope))
-    if entry is not None and entry.ref() is not scope:
-        entry = None
+    entry = state.entry_of(scope)
     if entry is not None and entry.cancel is not None:
         return
     if flavour in {"anyio-asyncio", "trio"} and _compat_anyio.scope_cancel_called(scope):
@@ -167,7 +165,7 @@ def _asyncio_groups_of(state: ScopeState, task: Any) -> list[Any]:
     """Return the active asyncio TaskGroups that were cancelled and hold `task` (its
     cancellation never went through the loop when it had not started yet)."""
     groups = []
-    for entry in list(state.active.values()):
+    for entry in list(state.details.values()):
         if entry.flavour == "asyncio-taskgroup" and entry.cancel is not None:
             group = entry.ref()
             if group is not None and task in _compat_anyio.asyncio_group_tasks(group):
@@ -177,7 +175,7 @@ def _asyncio_groups_of(state: ScopeState, task: Any) -> list[Any]:
 
 def _note_of(state: ScopeState, scope: Any) -> CancelNote | None:
     """Return the cancellation request recorded for `scope`, entered or not."""
-    entry = state.active.get(id(scope))
+    entry = state.details.get(id(scope))
     if entry is not None and entry.ref() is scope and entry.cancel is not None:
         return entry.cancel
     waiting = state.pending.get(id(scope))

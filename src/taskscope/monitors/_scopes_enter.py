@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .._backends import _compat, _compat_anyio
 from .._core._faults import internal_error
-from ._scopes_state import ENTERED, ScopeEntry
+from ._scopes_state import ENTERED, KIND
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from types import CodeType, FrameType
 
     from .._core._location import RawLocation
-    from ._scopes_state import ScopeState
+    from ._scopes_state import HotScope, ScopeState
 
 #: Scope kinds fixed by the class wrapped (AnyIO's and trio's are told from the stack).
 FIXED_KINDS: Final = {
@@ -51,12 +51,19 @@ def task_getter(flavour: str, current_task: Any) -> Callable[[Any], Any]:
     return ask
 
 
-def make_entered(  # noqa: PLR0915  # the hot path, one closure on purpose
-    state: ScopeState, flavour: str, current_task: Any
-) -> Callable[[Any, FrameType | None], None]:
-    """Return the function recording that `scope` was just entered at `frame`."""
+def make_enter(  # noqa: PLR0915  # the hot path, one closure on purpose
+    state: ScopeState,
+    original: Callable[[Any], Any],
+    flavour: str,
+    current_task: Any,
+    *,
+    caller_depth: int = 1,
+) -> Callable[[Any], Any]:
+    """Wrap a synchronous ``__enter__`` (AnyIO's asyncio and trio's ``CancelScope``):
+    call it, then record that the scope was entered by the frame `caller_depth` levels
+    up (the wrapper's caller; asyncio's ``__aenter__`` wrappers call this one with an
+    identity `original` and ``caller_depth=2``)."""
     active = state.active
-    tops = state.tops
     pending = state.pending
     stats = state.stats
     kind_codes = state.kind_codes
@@ -83,11 +90,11 @@ def make_entered(  # noqa: PLR0915  # the hot path, one closure on purpose
         else _compat_anyio.scope_deadline_or_inf
     )
     task_of = task_getter(flavour, current_task)
-    entry_class = ScopeEntry
     live = registry.live
-
-    #: Callers kept beyond the user's frame, within the depth.
-    callers = min(context, depth - 1)
+    getframe = sys._getframe
+    #: The kind of a scope entered directly by user code (no context frames wanted).
+    direct_kind = kind_default or "cancel_scope"
+    user_only = context == 0
 
     def walk(frame: FrameType | None) -> tuple[str, list[RawLocation]]:  # noqa: PLR0912
         """Classify a scope entered through library code, and take its entry stack:
@@ -137,64 +144,58 @@ def make_entered(  # noqa: PLR0915  # the hot path, one closure on purpose
             kind = "internal"
         return kind, stack
 
-    def entered(scope: Any, frame: FrameType | None) -> None:
+    def enter(scope: Any) -> Any:
+        result = original(scope)
         try:
-            key = id(task_of(scope))
-            if frame is not None and libraries.get(id(frame.f_code)) is False:
+            frame = getframe(caller_depth)
+            if user_only and libraries.get(id(frame.f_code)) is False:
                 # The common case, inlined: the user's own ``with`` entered the scope.
                 stack = [(frame.f_code, frame.f_lineno)]
-                kind = kind_default or "cancel_scope"
-                count = callers
-                while count:
-                    frame = frame.f_back
-                    if frame is None or id(frame.f_code) in stop_codes:
-                        break
-                    stack.append((frame.f_code, frame.f_lineno))
-                    count -= 1
+                kind = direct_kind
             else:
                 kind, stack = walk(frame)
-            entry = entry_class(
-                make_ref(scope), flavour, kind, key, live.get(key), stack, clock(), tops.get(key)
-            )
-            active[id(scope)] = entry
-            tops[key] = entry
-            if kind_default is not None or pending or deadline_of(scope) != inf:
+            key = id(task_of(scope))
+            if pending or deadline_of(scope) != inf or kind_default is not None:
                 # Deadlines are read on the slow path, which a scope without one skips.
-                scope_started(state, entry, scope)
-            stats[entry.kind][ENTERED] += 1
+                hot = (make_ref(scope), flavour, kind, key, live.get(key), stack, clock())
+                kind = scope_started(state, scope, hot)
+            else:
+                active[id(scope)] = (
+                    make_ref(scope),
+                    flavour,
+                    kind,
+                    key,
+                    live.get(key),
+                    stack,
+                    clock(),
+                )
+            stats[kind][ENTERED] += 1
             if len(active) > max_active:
                 state.prune()
         except Exception as exc:  # noqa: BLE001  # never raise into the program
             internal_error("scope monitor: enter", exc)
+        return result
 
-    return entered
+    return enter
 
 
-def scope_started(state: ScopeState, entry: ScopeEntry, scope: Any) -> None:
-    """Settle what the hot path left open: deadline, kind, an earlier cancel()."""
+def scope_started(state: ScopeState, scope: Any, hot: HotScope) -> str:
+    """Store a scope the hot path could not settle alone (a deadline, a fixed kind, an
+    earlier ``cancel()``), with its cold state; return its kind."""
     deadline = _compat_anyio.scope_deadline(scope)
+    kind = hot[KIND]
+    if deadline is not None and kind == "cancel_scope":
+        hot = (hot[0], hot[1], "move_on_after", *hot[3:])
+    state.active[id(scope)] = hot
+    entry = state.entry(id(scope))
+    if entry is None:  # pruned by another thread's snapshot in between: nothing to add
+        return hot[KIND]
     if deadline is not None:
         now = _compat_anyio.loop_time()
         if now is not None:
             entry.timeout = deadline - now
-        if entry.kind == "cancel_scope":
-            entry.kind = "move_on_after"
     entry.shield = _compat_anyio.scope_shield(scope)
     waiting = state.pending.pop(id(scope), None)
     if waiting is not None and waiting[0]() is scope:
         state.attach(entry, waiting[1])
-
-
-def make_enter(
-    state: ScopeState, original: Callable[[Any], Any], flavour: str, current_task: Any
-) -> Callable[[Any], Any]:
-    """Wrap a synchronous ``__enter__`` (AnyIO's asyncio and trio's ``CancelScope``)."""
-    entered = make_entered(state, flavour, current_task)
-    getframe = sys._getframe
-
-    def enter(scope: Any) -> Any:
-        result = original(scope)
-        entered(scope, getframe(1))
-        return result
-
-    return enter
+    return hot[KIND]

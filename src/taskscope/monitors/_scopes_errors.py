@@ -29,13 +29,8 @@ _CONTEXT_METHODS = frozenset({"__aexit__", "__exit__", "__aenter__", "__enter__"
 def check_exit(
     state: ScopeState, entry: ScopeEntry, scope: Any, key: int, frame: FrameType | None
 ) -> ScopeEntry | None:
-    """An exit in another task or out of order: record it before the original runs.
-
-    Returns `entry`, or None when it is a stale entry of a collected scope whose id was
-    reused (nothing to check).
-    """
-    if entry.ref() is not scope:
-        return None
+    """An exit in another task (``id(task) == key``) or out of order: record it with
+    the exiting stack, before the library's error reaches the program."""
     registry = state.registry
     problem = ScopeProblem(
         CROSS_TASK if key != entry.task_key else MISNESTED, entry, registry.clock()
@@ -45,7 +40,9 @@ def check_exit(
         problem.exited_by = (record.id, record.current_name())
     problem.exited_stack = registry.locations.stack(frame, limit=LONG_STACK)
     if problem.kind == MISNESTED:
-        problem.innermost = state.tops.get(key)
+        # The task's scopes nest: the last one it entered is its innermost.
+        inner = [sid for sid in state.task_scopes(key) if sid != id(scope)]
+        problem.innermost = state.entry(inner[-1]) if inner else None
     problem.owner, problem.owner_name = owner_of(state, entry, problem.exited_stack, key)
     entry.problem = problem
     state.stats[entry.kind][CROSS if problem.kind == CROSS_TASK else MISNESTING] += 1

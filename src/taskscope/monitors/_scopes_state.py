@@ -1,5 +1,15 @@
-"""The cancel-scope monitor's tracking state: entered scopes, each task's scope stack,
-cancellation requests, scope errors, and the accounting of exits.
+"""The cancel-scope monitor's tracking state: entered scopes, cancellation requests,
+scope errors, and the accounting of exits.
+
+Two forms of an entered scope: the hot path stores a tuple (`HotScope`: weak reference,
+flavour, kind, task key, task record, entry stack, entry time) in `ScopeState.active`;
+a scope that is cancelled, fails, is misused or reported gets a `ScopeEntry` (the
+same fields plus the cold ones) in `ScopeState.details`. A tuple costs one
+instruction to build; an object with an ``__init__`` costs a Python call.
+
+A task's scope stack is not kept as a chain: scopes of one task nest, so its active
+scopes in order of entry *are* its stack (built when reported). Only asyncio's own
+classes, which do not check nesting themselves, keep a per-task list of ids.
 
 Invariant: every table is keyed by ``id(scope)`` or ``id(task)`` and every entry holds
 a weak reference to its scope, checked (``entry.ref() is scope``) before an entry found
@@ -38,6 +48,15 @@ FAILED: Final = 5
 CROSS: Final = 6
 MISNESTING: Final = 7
 N_COUNTERS: Final = 8
+
+# Fields of a hot record (`HotScope`).
+REF: Final = 0
+FLAVOUR: Final = 1
+KIND: Final = 2
+TASK: Final = 3
+RECORD: Final = 4
+STACK: Final = 5
+ENTERED_AT: Final = 6
 
 #: Frames walked for an exit stack or a requester's line (cold paths only).
 LONG_STACK: Final = 32
@@ -91,11 +110,10 @@ class ScopeProblem:
 
 
 class ScopeEntry:
-    """One entered scope (mutable, internal).
+    """One entered scope with its cold state (mutable, internal; see the module doc).
 
-    Hot fields, set for every scope, are slots set once in ``__init__``. Cold fields,
-    set only for scopes that are cancelled, fail, are misused or reported, are class
-    defaults: an instance grows a ``__dict__`` only when one of them is set.
+    Fields copied from the hot record are slots; cold fields are class defaults, so an
+    instance grows a ``__dict__`` only when one of them is set.
     """
 
     __slots__ = (
@@ -103,7 +121,6 @@ class ScopeEntry:
         "entered",
         "flavour",
         "kind",
-        "parent",
         "record",
         "ref",
         "stack",
@@ -120,27 +137,21 @@ class ScopeEntry:
     timeout: float | None = None
     shield: bool = False
 
-    def __init__(  # noqa: PLR0917  # positional on purpose: called once per scope
-        self,
-        ref: weakref.ref[Any],
-        flavour: str,
-        kind: str,
-        task_key: int,
-        record: TaskRecord | None,
-        stack: list[RawLocation],
-        entered: float,
-        parent: ScopeEntry | None,
-    ) -> None:
-        self.ref = ref
-        self.flavour = flavour
-        self.kind = kind
-        self.task_key = task_key
-        #: The entering task's record (it may end long before the scope is reported).
-        self.record = record
-        self.stack = stack
-        self.entered = entered
-        #: The scope that was innermost in the same task when this one was entered.
-        self.parent = parent
+    def __init__(self, hot: HotScope) -> None:
+        self.ref = hot[REF]
+        self.flavour = hot[FLAVOUR]
+        self.kind = hot[KIND]
+        self.task_key = hot[TASK]
+        #: The entering task's record (it may end long before the scope is reported):
+        #: looked up when the scope gets its cold state, if the hot path did not.
+        self.record = hot[RECORD]
+        self.stack = hot[STACK]
+        self.entered = hot[ENTERED_AT]
+
+
+#: The hot record of an entered scope: (weak reference, flavour, kind, ``id(task)``,
+#: the task's record, entry stack, entry time).
+HotScope = tuple["weakref.ref[Any]", str, str, int, "TaskRecord | None", "list[RawLocation]", float]
 
 
 def pair_of(record: TaskRecord | None) -> tuple[int, str] | None:
@@ -177,10 +188,12 @@ class ScopeState:
         self.max_active = max_active
         self.exception_notes = exception_notes
         self.ids = itertools.count(1)
-        #: Entered scopes by ``id(scope)``.
-        self.active: dict[int, ScopeEntry] = {}
-        #: Innermost entered scope by ``id(task)``; entries chain to their parents.
-        self.tops: dict[int, ScopeEntry] = {}
+        #: Entered scopes by ``id(scope)``: hot records, in order of entry.
+        self.active: dict[int, HotScope] = {}
+        #: The cold state of entered scopes that have one, by ``id(scope)``.
+        self.details: dict[int, ScopeEntry] = {}
+        #: Ids of the entered asyncio ``timeout``/``TaskGroup`` scopes, by ``id(task)``.
+        self.native: dict[int, list[int]] = {}
         #: Cancellation requests to scopes not entered yet, by ``id(scope)``.
         self.pending: dict[int, tuple[weakref.ref[Any], CancelNote]] = {}
         #: Statistics lists (see the ``ENTERED``... slots) by scope kind.
@@ -220,14 +233,15 @@ class ScopeState:
 
     # -- tasks ----------------------------------------------------------------------
 
-    def record_of(self, key: int) -> TaskRecord | None:
-        """Return the record of the task with ``id(task) == key``, alive or just ended."""
+    def record_of(self, key: int, since: float | None = None) -> TaskRecord | None:
+        """Return the record of the task with ``id(task) == key``, alive or just ended
+        (created no later than `since`: a later task may have reused the id)."""
         registry = self.registry
         record = registry.live.get(key)
-        if record is not None:
+        if record is not None and (since is None or record.created <= since):
             return record
         for ended in reversed(list(itertools.islice(reversed(registry.history), RECENT_RECORDS))):
-            if ended.owner_key == key:
+            if ended.owner_key == key and (since is None or ended.created <= since):
                 return ended
         return None
 
@@ -273,81 +287,69 @@ class ScopeState:
 
     # -- entries --------------------------------------------------------------------
 
+    def entry(self, scope_id: int) -> ScopeEntry | None:
+        """Return the cold state of an entered scope, making it if it has none yet."""
+        entry = self.details.get(scope_id)
+        if entry is None:
+            hot = self.active.get(scope_id)
+            if hot is None:
+                return None
+            entry = self.details[scope_id] = ScopeEntry(hot)
+            if entry.record is None:
+                entry.record = self.record_of(entry.task_key, since=entry.entered)
+        return entry
+
+    def entry_of(self, scope: Any) -> ScopeEntry | None:
+        """Return the cold state of `scope` if it is entered (never a stale id's)."""
+        entry = self.entry(id(scope))
+        return entry if entry is not None and entry.ref() is scope else None
+
+    def task_scopes(self, task_key: int) -> list[int]:
+        """Return the ids of a task's entered scopes, outermost first (slow: a scan)."""
+        return [sid for sid, hot in list(self.active.items()) if hot[TASK] == task_key]
+
     def attach(self, entry: ScopeEntry, note: CancelNote) -> None:
         """Make `note` the cancellation request of `entry`."""
         entry.cancel = note
         note.entry = entry
 
-    def exited_cleanly(self, entry: ScopeEntry, scope_id: int) -> None:
-        """Drop a scope that exited without error, cancellation or problem (hot path)."""
-        del self.active[scope_id]
-        key = entry.task_key
-        tops = self.tops
-        if tops.get(key) is entry:
-            parent = entry.parent
-            if parent is None:
-                del tops[key]
-            else:
-                tops[key] = parent
-        else:
-            self.splice(entry)
-
-    def forget(self, entry: ScopeEntry, scope: Any) -> None:
-        """Remove an exited scope from the side tables and its task's scope stack."""
-        active = self.active
-        if active.get(id(scope)) is entry:
-            del active[id(scope)]
-        key = entry.task_key
-        tops = self.tops
-        top = tops.get(key)
-        if top is entry:
-            if entry.parent is None:
-                del tops[key]
-            else:
-                tops[key] = entry.parent
-            return
-        self.splice(entry)
-
-    def splice(self, entry: ScopeEntry) -> None:
-        """Take a scope exited out of order out of its task's chain."""
-        child = self.tops.get(entry.task_key)
-        while child is not None and child.parent is not entry:
-            child = child.parent
-        if child is not None:
-            child.parent = entry.parent
+    def forget(self, scope_id: int, entry: ScopeEntry) -> None:
+        """Remove an exited scope from the side tables."""
+        self.details.pop(scope_id, None)
+        self.active.pop(scope_id, None)
+        native = self.native.get(entry.task_key)
+        if native is not None and scope_id in native:
+            native.remove(scope_id)
+            if not native:
+                del self.native[entry.task_key]
 
     def prune(self) -> None:
         """Drop entries whose scope was collected without exiting (abandoned); if the
         table is still full, drop the oldest tenth too (counted in `dropped`), so that
         the next entries do not each pay for a full scan."""
         active = self.active
-        for key, entry in list(active.items()):
-            if entry.ref() is None:
-                active.pop(key, None)
-                self.stats[entry.kind][ABANDONED] += 1
-                self.dropped += 1
-        excess = len(active) - self.max_active * 9 // 10
+        gone = [sid for sid, hot in list(active.items()) if hot[REF]() is None]
+        excess = len(active) - len(gone) - self.max_active * 9 // 10
         if excess > 0:
             # Dicts keep insertion order: the first keys are the oldest entries.
-            for key in list(itertools.islice(active, excess)):
-                entry = active.pop(key)
-                self.stats[entry.kind][ABANDONED] += 1
+            dead = set(gone)
+            gone += [sid for sid in list(active) if sid not in dead][:excess]
+        for sid in gone:
+            hot = active.pop(sid, None)
+            if hot is not None:
+                self.stats[hot[KIND]][ABANDONED] += 1
                 self.dropped += 1
-        tops = self.tops
-        for key, top in list(tops.items()):
-            alive: ScopeEntry | None = top
-            while alive is not None and (
-                alive.ref() is None or active.get(id(alive.ref())) is not alive
-            ):
-                alive = alive.parent
-            if alive is None:
-                tops.pop(key, None)
-            elif alive is not top:
-                tops[key] = alive
+        details = self.details
+        for sid in [sid for sid in list(details) if sid not in active]:
+            details.pop(sid, None)
+        for key, ids in list(self.native.items()):
+            ids[:] = [sid for sid in ids if sid in active]
+            if not ids:
+                self.native.pop(key, None)
 
     def settle_exit(  # noqa: PLR0912  # one place accounts every kind of exit
         self,
-        entry: ScopeEntry,
+        scope_id: int,
         scope: Any,
         exc_in: BaseException | None,
         *,
@@ -356,6 +358,10 @@ class ScopeState:
     ) -> None:
         """Account an exit that was not the plain, clean one (never raises)."""
         try:
+            entry = self.entry(scope_id)
+            if entry is None or entry.ref() is not scope:
+                self.active.pop(scope_id, None)  # a stale id: nothing to account
+                return
             problem = entry.problem
             if raised is not None and problem is not None and problem.raised is None:
                 problem.raised = type(raised).__qualname__
@@ -367,7 +373,7 @@ class ScopeState:
                 return
             if problem is not None:
                 problem.still_active = False
-            self.forget(entry, scope)
+            self.forget(scope_id, entry)
             entry.exited = self.registry.clock()
             counts = self.stats[entry.kind]
             leaving = raised if raised is not None else (None if swallowed else exc_in)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 from .._backends import _compat, _compat_anyio
 from .._core._faults import internal_error
 from ._scopes_errors import add_note, checked_exit
-from ._scopes_state import pair_of
+from ._scopes_state import TASK, pair_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -45,41 +45,54 @@ def make_close(
 ) -> Callable[[Any, Any], Any]:
     """Wrap ``CancelScope._close(exc) -> exc | None``."""
     active = state.active
-    tops = state.tops
+    details = state.details
     settle = state.settle_exit
-    exited_cleanly = state.exited_cleanly
     running = running_task_getter(current_task)
+    status = _compat_anyio.trio_cancel_status
     getframe = sys._getframe
 
     def _close(scope: Any, exc: Any) -> Any:
-        entry = active.get(id(scope))
-        if entry is not None:
-            key = id(running())
-            if key != entry.task_key or tops.get(key) is not entry:
-                entry = checked_exit(state, entry, scope, key, getframe(1))
+        scope_id = id(scope)
+        hot = active.get(scope_id)
+        if hot is not None:
+            try:
+                task = running()
+                # trio's own test: the exiting task's innermost scope must be this one.
+                if id(task) != hot[TASK] or status(task) is not status(scope):
+                    entry = state.entry_of(scope)
+                    if entry is not None:
+                        checked_exit(state, entry, scope, id(task), getframe(1))
+            except Exception as error:  # noqa: BLE001
+                internal_error("scope monitor: exit", error)
         try:
             result = original(scope, exc)
         except BaseException as error:
-            if entry is not None:
-                settle(entry, scope, exc, swallowed=False, raised=error)
+            if hot is not None:
+                settle(scope_id, scope, exc, swallowed=False, raised=error)
             raise
-        if entry is not None:
-            try:
-                if exc is None and result is None and entry.cancel is None and not entry.problem:
-                    exited_cleanly(entry, id(scope))
-                else:
-                    # trio returns its own misnesting error instead of raising it.
-                    problem = entry.problem
-                    if result is not None and result is not exc and problem is not None:
-                        problem.raised = type(result).__qualname__
-                        if state.exception_notes:
-                            add_note(state, result, entry)
-                    settle(entry, scope, exc, swallowed=result is None, raised=None)
-            except Exception as error:  # noqa: BLE001
-                internal_error("scope monitor: exit", error)
+        if hot is not None:
+            if exc is None and result is None and scope_id not in details:
+                active.pop(scope_id, None)  # the common case: a clean exit
+            else:
+                _settle(state, scope, exc, result)
         return result
 
     return _close
+
+
+def _settle(state: ScopeState, scope: Any, exc: Any, result: Any) -> None:
+    """Account an exit that was not clean; trio returns its own misnesting error
+    instead of raising it."""
+    try:
+        entry = state.entry_of(scope)
+        problem = entry.problem if entry is not None else None
+        if entry is not None and problem is not None and result is not None and result is not exc:
+            problem.raised = type(result).__qualname__
+            if state.exception_notes:
+                add_note(state, result, entry)
+    except Exception as error:  # noqa: BLE001
+        internal_error("scope monitor: exit", error)
+    state.settle_exit(id(scope), scope, exc, swallowed=result is None, raised=None)
 
 
 def trio_cause(state: ScopeState, note: CancelNote, argument: Any) -> None:

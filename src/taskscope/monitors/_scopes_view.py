@@ -24,8 +24,10 @@ from ._scopes_state import (
     CROSS,
     ENTERED,
     FAILED,
+    KIND,
     MISNESTING,
     N_COUNTERS,
+    REF,
     TIMED_OUT,
 )
 
@@ -146,8 +148,8 @@ def _statistics(counts: list[int], active: int) -> ScopeStatistics:
 def statistics(state: ScopeState) -> tuple[ScopeStatistics, dict[str, ScopeStatistics]]:
     """Return the totals and the per-kind statistics."""
     active_by_kind: dict[str, int] = {}
-    for entry in list(state.active.values()):
-        active_by_kind[entry.kind] = active_by_kind.get(entry.kind, 0) + 1
+    for hot in list(state.active.values()):
+        active_by_kind[hot[KIND]] = active_by_kind.get(hot[KIND], 0) + 1
     by_kind = {
         kind: _statistics(list(counts), active_by_kind.get(kind, 0))
         for kind, counts in list(state.stats.items())
@@ -177,16 +179,19 @@ def empty_section(reason: str, anyio_version: str | None) -> ScopesSection:
     )
 
 
-def _task_stacks(state: ScopeState) -> tuple[TaskScopeStack, ...]:
-    stacks = []
-    for top in list(state.tops.values()):
-        chain: list[int] = []
-        entry: ScopeEntry | None = top
-        while entry is not None and len(chain) < _MAX_CHAIN:
-            chain.append(state.new_sid(entry))
-            entry = entry.parent
-        stacks.append(TaskScopeStack(task=task_ref(state, top), scopes=tuple(reversed(chain))))
-    return tuple(stacks)
+def _task_stacks(state: ScopeState, entries: dict[int, ScopeEntry]) -> tuple[TaskScopeStack, ...]:
+    """Each task's entered scopes, outermost first: scopes of one task nest, so their
+    order of entry is their stack."""
+    by_task: dict[int, list[ScopeEntry]] = {}
+    for entry in entries.values():
+        by_task.setdefault(entry.task_key, []).append(entry)
+    return tuple(
+        TaskScopeStack(
+            task=task_ref(state, scopes[0]),
+            scopes=tuple(state.new_sid(entry) for entry in scopes[:_MAX_CHAIN]),
+        )
+        for scopes in by_task.values()
+    )
 
 
 def _cancellations(state: ScopeState) -> tuple[TaskCancellation, ...]:
@@ -212,12 +217,14 @@ def section(
 ) -> ScopesSection:
     """Return the ``scopes`` section: statistics, active scopes, stacks, errors."""
     totals, by_kind = statistics(state)
-    # Ids in order of entry among the scopes reported for the first time.
-    entries = sorted(
-        (entry for entry in list(state.active.values()) if entry.ref() is not None),
-        key=lambda entry: (entry.sid or 1 << 62, entry.entered),
-    )
-    active = tuple(scope_info(state, entry) for entry in entries)
+    # Active scopes in order of entry (the table's order); ids are given in that order.
+    entries: dict[int, ScopeEntry] = {}
+    for scope_id, hot in list(state.active.items()):
+        if hot[REF]() is not None:
+            entry = state.entry(scope_id)
+            if entry is not None:
+                entries[scope_id] = entry
+    active = tuple(scope_info(state, entry) for entry in entries.values())
     return ScopesSection(
         available=unavailable_reason is None,
         unavailable_reason=unavailable_reason,
@@ -225,7 +232,7 @@ def section(
         statistics=totals,
         by_kind=by_kind,
         active=active,
-        task_stacks=_task_stacks(state),
+        task_stacks=_task_stacks(state, entries),
         errors=tuple(_error_info(state, problem) for problem in list(state.errors)),
         recent=tuple(scope_info(state, entry) for entry in list(state.recent)),
         cancellations=_cancellations(state),
