@@ -266,23 +266,3 @@ class ScopeMonitor:
 
 def _same(function: Any) -> Any:
     return function
-
-
-# -- module-level lookups ------------------------------------------------
-
-
-def installed_monitor() -> ScopeMonitor | None:
-    """Return the installed `ScopeMonitor`, if any."""
-    return _installed
-
-
-def cancel_scope_of(record_id: int) -> ScopeRef | None:
-    """Snapshot hook: the scope that delivered a task's cancellation, when known."""
-    monitor = _installed
-    if monitor is None:
-        return None
-    try:
-        return monitor.cancel_scope_of(record_id)
-    except Exception as exc:  # noqa: BLE001  # never break a snapshot
-        internal_error("scope monitor: cancel scope", exc)
-        return None

@@ -225,6 +225,10 @@ def section(
             if entry is not None:
                 entries[scope_id] = entry
     active = tuple(scope_info(state, entry) for entry in entries.values())
+    # A scope that exited while this thread was giving it its cold state leaves that
+    # state behind: drop it (the loop thread pops both tables with defaults).
+    for scope_id in [sid for sid in list(state.details) if sid not in state.active]:
+        state.details.pop(scope_id, None)
     return ScopesSection(
         available=unavailable_reason is None,
         unavailable_reason=unavailable_reason,
