@@ -435,7 +435,6 @@ class AsyncioBackend:
                     record.cancel_cause = "shutdown"
                 elif cancel_was_called(task):
                     record.cancel_cause = "cancel-call"
-                    record.cancel_message = _compat.task_cancel_message(task)
                 else:
                     record.cancel_cause = "unknown"
         else:
