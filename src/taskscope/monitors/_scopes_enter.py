@@ -121,8 +121,18 @@ def make_enter(  # noqa: PLR0915  # the hot path, one closure on purpose
                 if library:
                     if kind is None:
                         kind = kind_codes.get(code_id)
+                        if kind == "task":
+                            # AnyIO's per-task scope, entered by the task's own root
+                            # coroutine: only the event loop lies above (and its frame
+                            # would be materialized for nothing).
+                            break
                     if direct is None and code_id not in passthrough:
                         direct = True
+                        if kind is None:
+                            # Entered by library code that is not a known scope maker
+                            # (trio's checkpoints, AnyIO's bookkeeping): internal, and
+                            # nothing above can change that.
+                            break
                 else:
                     if direct is None:
                         direct = False
