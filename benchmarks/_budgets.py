@@ -28,6 +28,7 @@ class Budget:
         allowed: the largest acceptable figure.
         metric: for memory budgets, the worker metric compared.
         unit: how the figure is printed ("x", "B/task", "MB").
+        configs: the configurations it holds for.
     """
 
     workload: str
@@ -35,6 +36,7 @@ class Budget:
     allowed: float
     metric: str = ""
     unit: str = "x"
+    configs: tuple[str, ...] = CHECKED_CONFIGS
 
 
 _MB: Final = 1024 * 1024
@@ -52,6 +54,16 @@ BUDGETS: Final[tuple[Budget, ...]] = (
     Budget("mem-live-traced", "per-task", 1024, metric="bytes", unit="B/task"),
     Budget("mem-live", "per-task", 1024, metric="bytes", unit="B/task"),
     Budget("mem-finished", "delta", 50 * _MB, metric="rss_after", unit="MB"),
+    # Issue 5: a tracked AnyIO CancelScope, and spawning under AnyIO task groups (each
+    # task enters a scope), with the cancel-scope monitor on.
+    *(
+        Budget(f"cancel-scope{suffix}", "ratio", 1.5, configs=("taskscope-scopes",))
+        for suffix in ("", "-uvloop", "-trio")
+    ),
+    *(
+        Budget(f"anyio-spawn{suffix}", "ratio", 1.25, configs=("taskscope-scopes",))
+        for suffix in ("", "-uvloop", "-trio")
+    ),
 )
 
 
@@ -113,7 +125,7 @@ def evaluate(results: dict[str, dict[str, Any]]) -> list[Verdict]:
         cells = results.get(budget.workload)
         if cells is None:
             continue  # not selected for this run
-        for config in CHECKED_CONFIGS:
+        for config in budget.configs:
             if config not in cells:
                 continue
             verdicts.append(_verdict(budget, config, cells))

@@ -197,6 +197,14 @@ CONFIGS: Final[tuple[Config, ...]] = (
         "taskscope.install() with every monitor on (benchmarks/worker.py: EVERY_MONITOR)",
     ),
     Config(
+        "taskscope-scopes",
+        frozenset(_ALL_FLAVOURS),
+        _TIME,
+        "taskscope",
+        "taskscope",
+        "taskscope.install(scopes=True): the cancel-scope monitor's own cost",
+    ),
+    Config(
         "asyncio-debug",
         frozenset(_ASYNCIO_FLAVOURS),
         _TIME,

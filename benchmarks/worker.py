@@ -289,10 +289,12 @@ def every_monitor_options() -> dict[str, Any]:
 @contextlib.contextmanager
 def _process_wide(config: Config, details: dict[str, Any]) -> Iterator[None]:
     """Install what a configuration hooks process-wide (before any loop exists)."""
-    if config.name in ("taskscope", "taskscope-all"):
+    if config.name in ("taskscope", "taskscope-all", "taskscope-scopes"):
         import taskscope
 
         options = every_monitor_options() if config.name == "taskscope-all" else {}
+        if config.name == "taskscope-scopes":
+            options = {"scopes": True}
         details["options"] = {key: repr(value) for key, value in options.items()}
         session = taskscope.install(**options)
         try:

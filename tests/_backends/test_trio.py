@@ -259,7 +259,7 @@ class TestEndings:
         assert tasks["sleeper"].state == "cancelled"
         assert tasks["sleeper"].exception is None
         assert tasks["sleeper"].cancellation is not None
-        assert tasks["sleeper"].cancellation.cause == "cancel-scope"
+        assert tasks["sleeper"].cancellation.cause == "sibling-failure"
         # trio's own reason ("child task raised ...") is not a user's cancel message.
         assert tasks["sleeper"].cancellation.message is None
         assert tasks["failing"].state == "failed"

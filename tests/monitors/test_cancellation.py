@@ -1,14 +1,14 @@
 """Cancellation provenance: why each task was cancelled, by whom, through which scope.
 
-The backends call the monitor's hooks (see docs/cancel-scopes.md, "Integration");
-until the lead wires them, the `provenance` fixture adds exactly those calls.
+The backends name a cause themselves and ask the scope monitor, when it is on, which
+scope delivered the cancellation (see docs/cancel-scopes.md, "Provenance").
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
+import signal
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -16,9 +16,7 @@ import pytest
 import trio
 
 import taskscope
-from taskscope._backends._asyncio import AsyncioBackend
-from taskscope.analysis._scopes import real_errors
-from taskscope.monitors import _scopes
+from taskscope._core._exceptions import real_errors
 from taskscope.monitors._scopes import ScopeMonitor
 from tests.conftest import line_of
 
@@ -30,68 +28,24 @@ if TYPE_CHECKING:
 BACKENDS = [pytest.param("asyncio", id="asyncio"), pytest.param("trio", id="trio")]
 
 
-def _wire(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Add the integration calls to the backends (what the lead adds to the code)."""
-    note_request = AsyncioBackend._note_cancel_request
-    finish = AsyncioBackend.finish
-
-    def _note_cancel_request(self: AsyncioBackend, record: Any, loop: Any, future: Any) -> None:
-        note_request(self, record, loop, future)
-        if record.cancel_cause != "shutdown":
-            _scopes.note_cancel_request(record, sys._getframe(self._caller_depth))
-
-    def _finish(self: AsyncioBackend, record: Any, task: Any, ended: float | None = None) -> None:
-        if task.cancelled():
-            _scopes.note_task_cancelled(record, task)
-        finish(self, record, task, ended)
-
-    monkeypatch.setattr(AsyncioBackend, "_note_cancel_request", _note_cancel_request)
-    monkeypatch.setattr(AsyncioBackend, "finish", _finish)
-    from taskscope._backends._trio import TrioBackend
-
-    describe_end = TrioBackend._describe_end
-
-    def _describe_end(self: TrioBackend, record: Any, error: BaseException) -> int:
-        state = describe_end(self, record, error)
-        if record.cancel_cause is not None:
-            task = next(
-                (t for t in _all_trio_tasks() if id(t) == record.owner_key),
-                None,
-            )
-            if task is not None:
-                _scopes.note_task_cancelled(record, task)
-        return state
-
-    monkeypatch.setattr(TrioBackend, "_describe_end", _describe_end)
-
-
-def _all_trio_tasks() -> list[Any]:
-    try:
-        root = trio.lowlevel.current_root_task()
-    except RuntimeError:
-        return []
-    found, pending = [], [root]
-    while pending:
-        task = pending.pop()
-        if task is None:
-            continue
-        found.append(task)
-        for nursery in task.child_nurseries:
-            pending.extend(nursery.child_tasks)
-    return found
-
-
 @pytest.fixture
-def provenance(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[taskscope.Session, ScopeMonitor]]:
-    """A session and a ScopeMonitor with the backends' provenance calls wired."""
-    _wire(monkeypatch)
-    session = taskscope.install()
-    monitor = ScopeMonitor()
-    monitor.install(session.registry)
+def provenance() -> Iterator[tuple[taskscope.Session, ScopeMonitor]]:
+    """A session with the scope monitor on (the backends ask it about cancellations)."""
+    session = taskscope.install(scopes=True)
+    (monitor,) = [p for p in session.plugins if isinstance(p, ScopeMonitor)]
     try:
         yield session, monitor
     finally:
-        monitor.uninstall()
+        session.uninstall()
+
+
+@pytest.fixture
+def plain_session() -> Iterator[taskscope.Session]:
+    """A session without the scope monitor: the backends' own causes."""
+    session = taskscope.install()
+    try:
+        yield session
+    finally:
         session.uninstall()
 
 
@@ -146,6 +100,7 @@ class TestCauses:
         assert scope.kind == "task_group"
         assert scope.entered_at is not None
         assert scope.entered_at.line == line_of("explicit-tg")
+        assert cancellation.scope == scope
 
     @pytest.mark.parametrize("backend", BACKENDS)
     def test_move_on_after_deadline(self, provenance: Any, backend: str) -> None:
@@ -268,6 +223,123 @@ class TestCauses:
         assert waits_task.state == "failed"  # it raised TimeoutError, not cancelled
 
 
+class TestAsyncioCauses:
+    """asyncio's own requesters, told apart with and without the scope monitor."""
+
+    @pytest.mark.parametrize("scopes", [False, True], ids=["plain", "scopes"])
+    def test_task_group_body_error(self, scopes: bool) -> None:
+        """The body of a TaskGroup raising cancels its children: task-group-error."""
+
+        async def main() -> None:
+            async with asyncio.TaskGroup() as group:  # body-error-tg
+                group.create_task(asyncio.sleep(10), name="child")
+                await asyncio.sleep(0.01)
+                raise KeyError("body")
+
+        with taskscope.monitor(scopes=scopes) as session:
+            with pytest.raises(BaseExceptionGroup):
+                asyncio.run(main())
+            child = task_named(session, "child")
+        assert child.cancellation is not None
+        assert child.cancellation.cause == "task-group-error"
+        if scopes:
+            assert child.cancellation.scope is not None
+            assert child.cancellation.scope.kind == "asyncio.TaskGroup"
+            assert child.cancellation.scope.entered_at is not None
+            assert child.cancellation.scope.entered_at.line == line_of("body-error-tg")
+
+    @pytest.mark.parametrize("scopes", [False, True], ids=["plain", "scopes"])
+    def test_outer_cancel(self, scopes: bool) -> None:
+        """The task running a TaskGroup cancelled from outside: its children are
+        cancelled with cause outer-cancel."""
+
+        async def host() -> None:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(asyncio.sleep(10), name="inner")
+                await asyncio.sleep(10)
+
+        async def main() -> None:
+            task = asyncio.create_task(host(), name="host")
+            await asyncio.sleep(0.01)
+            task.cancel()  # outer-cancel
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        with taskscope.monitor(scopes=scopes) as session:
+            asyncio.run(main())
+            inner = task_named(session, "inner")
+            host_task = task_named(session, "host")
+        assert inner.cancellation is not None
+        assert inner.cancellation.cause == "outer-cancel"
+        assert host_task.cancellation is not None
+        assert host_task.cancellation.cause == "cancel-call"
+        assert host_task.cancellation.location is not None
+        assert host_task.cancellation.location.line == line_of("outer-cancel")
+
+    def test_cancelled_before_first_step(self, plain_session: taskscope.Session) -> None:
+        """A task cancelled before it ever ran: a cancel() call (asyncio forgets the
+        message once the task has ended, so only the cause is known)."""
+
+        async def main() -> None:
+            task = asyncio.create_task(asyncio.sleep(10), name="never-ran")
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        asyncio.run(main())
+        task = task_named(plain_session, "never-ran")
+        assert task.state == "cancelled"
+        assert task.cancellation is not None
+        assert task.cancellation.cause == "cancel-call"
+        assert task.cancellation.requested_by is None
+
+    def test_raising_cancelled_error_itself(self, plain_session: taskscope.Session) -> None:
+        """A coroutine raising CancelledError without any cancel() call: unknown."""
+
+        async def quits() -> None:
+            raise asyncio.CancelledError
+
+        async def main() -> None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.create_task(quits(), name="quits")
+
+        asyncio.run(main())
+        task = task_named(plain_session, "quits")
+        assert task.cancellation is not None
+        assert task.cancellation.cause == "unknown"
+
+    def test_keyboard_interrupt(self, plain_session: taskscope.Session) -> None:
+        """Ctrl-C under asyncio.run cancels the main task: keyboard-interrupt."""
+
+        async def interrupted() -> None:
+            # The signal arrives while the main task waits, as Ctrl-C usually does.
+            asyncio.get_running_loop().call_later(0.01, signal.raise_signal, signal.SIGINT)
+            await asyncio.sleep(10)
+
+        with pytest.raises(KeyboardInterrupt):
+            asyncio.run(interrupted())
+        (main_task,) = [
+            t for t in plain_session.snapshot().tasks if t.coroutine.endswith("interrupted")
+        ]
+        assert main_task.cancellation is not None
+        assert main_task.cancellation.cause == "keyboard-interrupt"
+
+    def test_trio_nursery_sibling_failure(self, plain_session: taskscope.Session) -> None:
+        """On trio, a child failing cancels its siblings: sibling-failure, even without
+        the scope monitor (trio's Cancelled says so)."""
+
+        async def main() -> None:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trio.sleep_forever, name="sleeper")
+                nursery.start_soon(failing, name="failing")
+
+        with pytest.raises(BaseExceptionGroup):
+            trio.run(main)
+        sleeper = task_named(plain_session, "sleeper")
+        assert sleeper.cancellation is not None
+        assert sleeper.cancellation.cause == "sibling-failure"
+
+
 class TestRealErrors:
     """The real errors of an exception group come first, cancellations dropped."""
 
@@ -288,3 +360,81 @@ class TestRealErrors:
         error = KeyError("k")
         assert real_errors(error) == [error]
         assert real_errors(asyncio.CancelledError()) == []
+
+
+async def _group_host() -> None:
+    """Run a task group whose child fails while its sibling sleeps."""
+    async with anyio.create_task_group() as group:
+        group.start_soon(sleeper, name="sibling")
+        group.start_soon(failing, name="failing")
+
+
+async def _mixed_group() -> None:
+    """Raise a group of one real error among two cancellations (nested)."""
+    await asyncio.sleep(0)
+    try:
+        raise ValueError("real")  # noqa: TRY301  # mixed-error
+    except ValueError as error:
+        inner = BaseExceptionGroup("inner", [asyncio.CancelledError(), error])
+        raise BaseExceptionGroup("outer", [asyncio.CancelledError(), inner]) from None
+
+
+class TestRealErrorsReported:
+    """A task's exception group shows its real errors first, with their own lines."""
+
+    def test_task_exception_lists_real_errors(self, plain_session: taskscope.Session) -> None:
+        """The real error's type, message and line, and the cancellations counted."""
+
+        async def main() -> None:
+            with contextlib.suppress(BaseExceptionGroup):
+                await asyncio.create_task(_mixed_group(), name="mixed")
+
+        asyncio.run(main())
+        exc = task_named(plain_session, "mixed").exception
+        assert exc is not None
+        assert exc.type == "BaseExceptionGroup"
+        assert [(e.type, e.message) for e in exc.real_errors] == [("ValueError", "real")]
+        assert exc.real_errors[0].location is not None
+        assert exc.real_errors[0].location.line == line_of("mixed-error")
+        assert exc.cancelled == 2
+
+    def test_unretrieved_group_names_the_real_error_first(
+        self, plain_session: taskscope.Session
+    ) -> None:
+        """A failed task group nobody awaited: the finding leads with the child's error."""
+        keep: list[Any] = []
+
+        async def main() -> None:
+            keep.append(asyncio.create_task(_group_host(), name="host"))
+            await asyncio.sleep(0.1)
+
+        asyncio.run(main())
+        plain_session.end_of_program()
+        (finding,) = [f for f in plain_session.findings() if f.kind == "task-exception-unretrieved"]
+        assert finding.message.startswith(
+            f"Task 'host' ({_group_host.__qualname__}) failed with ValueError: boom (at "
+        )
+        assert "[in ExceptionGroup]" in finding.message
+        (real,) = finding.details["real_errors"]
+        assert real.type == "ValueError"
+        assert real.location is not None
+        assert real.location.function == failing.__qualname__
+        assert next(iter(finding.details)) == "real_errors"
+
+    def test_trio_task_group_failure(self, plain_session: taskscope.Session) -> None:
+        """On trio, the task hosting a failed nursery records the child's error."""
+
+        async def host() -> None:
+            await _group_host()
+
+        async def main() -> None:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(host, name="host")
+
+        with pytest.raises(BaseExceptionGroup):
+            trio.run(main)
+        exc = task_named(plain_session, "host").exception
+        assert exc is not None
+        assert [e.type for e in exc.real_errors] == ["ValueError"]
+        assert exc.real_errors[0].location is not None
+        assert exc.real_errors[0].location.function == failing.__qualname__

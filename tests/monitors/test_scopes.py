@@ -20,7 +20,7 @@ import trio
 
 import taskscope
 from taskscope._backends import _compat_anyio
-from taskscope.analysis._scopes import real_errors
+from taskscope._core._exceptions import real_errors
 from taskscope.monitors._scopes import ScopeMonitor
 from tests.conftest import line_of
 
@@ -508,3 +508,28 @@ class TestSection:
         data = to_jsonable(monitor.snapshot())
         jsonschema.validate(data, section_schema)
         assert data["statistics"]["cross_task"] == 1
+
+
+class TestBounds:
+    """The tables stay bounded and cheap when more scopes are open than allowed."""
+
+    def test_max_active_drops_oldest_and_counts(self) -> None:
+        """Past max_active live scopes, the oldest are dropped (counted), not rescanned."""
+        session = taskscope.install()
+        scopes = ScopeMonitor(max_active=100)
+        scopes.install(session.registry)
+        try:
+
+            async def main() -> None:
+                with contextlib.ExitStack() as stack:
+                    for _ in range(1_000):
+                        stack.enter_context(anyio.CancelScope())
+                    section = scopes.snapshot()
+                    assert len(section.active) <= 100
+                    assert section.dropped >= 900
+
+            anyio.run(main)
+        finally:
+            scopes.uninstall()
+            session.uninstall()
+        assert scopes.snapshot().statistics.entered >= 1_000

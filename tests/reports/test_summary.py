@@ -146,3 +146,107 @@ class TestPlainRendering:
         row = next(line for line in rows if line.startswith("..."))
         assert "deep/mod.py:99" in row
         assert len(row) <= 100
+
+
+def _task(
+    task_id: int, state: str, cancellation: dict[str, Any] | None, exception: Any = None
+) -> dict[str, Any]:
+    return {
+        "id": task_id,
+        "name": f"t{task_id}",
+        "state": state,
+        "internal": False,
+        "cancellation": cancellation,
+        "exception": exception,
+    }
+
+
+def _cancelled(cause: str, line: int | None) -> dict[str, Any]:
+    location = _location(line, "Service.stop") if line is not None else None
+    return {"cause": cause, "requested_by": None, "location": location, "message": None}
+
+
+SCOPES_REPORT: dict[str, Any] = {
+    **REPORT,
+    "findings": [],
+    "summary": {**REPORT["summary"], "findings": {"error": 0, "warning": 0, "info": 0}},
+    "sites": [],
+    "scopes": {
+        "available": True,
+        "statistics": {
+            "entered": 1200,
+            "cancelled": 7,
+            "timed_out": 3,
+            "errors": 1,
+            "error_rate": 1 / 1200,
+        },
+        "errors": [
+            {
+                "kind": "cancel-scope-cross-task",
+                "scope": {
+                    "kind": "task_group",
+                    "task": {"id": 1, "name": "main"},
+                    "entered_at": _location(12, "stream"),
+                },
+                "exited_by": {"id": 4, "name": "Task-4"},
+                "exited_at": None,
+                "owner": "asyncgen_finalizer",
+                "owner_name": "stream",
+            }
+        ],
+    },
+    "tasks": [
+        _task(2, "cancelled", _cancelled("sibling-failure", 50)),
+        _task(3, "cancelled", _cancelled("sibling-failure", 50)),
+        _task(5, "cancelled", _cancelled("timeout", 61)),
+        _task(6, "cancelled", _cancelled("shutdown", None)),
+        _task(7, "completed", None),
+        _task(
+            8,
+            "failed",
+            None,
+            {
+                "type": "ExceptionGroup",
+                "message": "unhandled errors in a TaskGroup (1 sub-exception)",
+                "real_errors": [
+                    {"type": "ValueError", "message": "boom", "location": _location(77, "job")}
+                ],
+                "cancelled": 2,
+            },
+        ),
+    ],
+}
+
+EXPECTED_CANCELLATION = """\
+taskscope: 12 tasks created, 11 finished, 1 alive; 0 errors, 0 warnings
+no problems found
+cancel scopes: 1,200 entered, 7 cancelled (3 timed out), 1 error (rate 0.08%)
+  cross-task: task group entered by task 'main' (#1) at app/service.py:12 in stream
+    -> exited by task 'Task-4' (#4) at unknown location [asyncgen finalizer stream]
+cancelled tasks: 4 (sibling-failure 2, timeout 1, shutdown 1)
+  2 cancelled from app/service.py:50 in Service.stop
+  1 cancelled from app/service.py:61 in Service.stop
+failed task groups (real errors first):
+  task 't8' (#8): ValueError: boom at app/service.py:77 in job [in ExceptionGroup, 2 cancelled]
+"""
+
+
+class TestCancellationLines:
+    """Scope statistics and errors, causes of cancellations, real errors of groups."""
+
+    def test_plain_rendering(self) -> None:
+        """The lines follow the findings, in a fixed order and wording."""
+        summary = Summary(SCOPES_REPORT, cwd="/proj", import_roots=[])
+        assert summary.plain() == EXPECTED_CANCELLATION
+
+    def test_rich_renders_the_same_lines(self) -> None:
+        """rich prints the same text as the plain rendering."""
+        console = Console(file=io.StringIO(), width=100, color_system=None)
+        console.print(Summary(SCOPES_REPORT, cwd="/proj", import_roots=[]))
+        output = console.file.getvalue()  # type: ignore[attr-defined]
+        assert output == EXPECTED_CANCELLATION
+
+    def test_nothing_cancelled_adds_nothing(self) -> None:
+        """A report without scopes and without cancelled tasks has no such lines."""
+        text = Summary(REPORT, cwd="/proj", import_roots=[]).plain()
+        assert "cancel" not in text.replace("task.exception()", "")

@@ -26,7 +26,6 @@ import asyncio
 import asyncio.base_events
 import asyncio.events
 import asyncio.runners
-import os
 import sys
 import weakref
 from types import CodeType, ModuleType
@@ -34,8 +33,10 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .._core._accel import speedups as _speedups
 from .._core._faults import internal_error
+from .._core._provenance import cancel_requested, task_cancelled
 from .._core._registry import CANCELLED, COMPLETED, FAILED, Registry, TaskRecord
 from . import _compat
+from ._cancel_causes import cancel_cause, cancel_was_called
 from ._patching import Patches
 
 if TYPE_CHECKING:
@@ -512,8 +513,17 @@ class AsyncioBackend:
         """Record how a task ended and move it to the history."""
         if task.cancelled():
             state = CANCELLED
+            task_cancelled(record, task)  # the scope monitor may know which scope did it
             if record.cancel_cause is None:
-                record.cancel_cause = "unknown"
+                # No wakeup delivered it: cancelled before its first step (or while
+                # running), by the runner's shutdown or a cancel() call, or it raised
+                # CancelledError itself (cancelling() stays 0).
+                if id(task.get_loop()) in self._shutting_down:
+                    record.cancel_cause = "shutdown"
+                elif cancel_was_called(task):
+                    record.cancel_cause = "cancel-call"
+                else:
+                    record.cancel_cause = "unknown"
         else:
             exc = _compat.task_exception(task)
             if exc is None:
@@ -521,6 +531,7 @@ class AsyncioBackend:
             else:
                 state = FAILED
                 record.exception = self.locations.describe_exception(exc)
+                record.exception_group = self.locations.describe_group(exc)
                 record.exception_id = id(exc)
         self.registry.task_finished(record, state, task, ended)
         if "task_finished" in self.instruments:
@@ -542,23 +553,10 @@ class AsyncioBackend:
             requester_record = self.registry.live.get(id(requester))
             if requester_record is not None and requester_record is not record:
                 record.cancel_requester = (requester_record.id, requester_record.current_name())
+        cancel_requested(record, frame)  # the scope monitor names the scope and cause
 
     def _cancel_cause(self, frame: Any) -> str:
-        depth = 0
-        while frame is not None and depth < 32:
-            code = frame.f_code
-            if code in self.stop_codes:
-                break
-            filename = code.co_filename
-            if filename.endswith(("asyncio" + os.sep + "timeouts.py",)) or (
-                code.co_name == "wait_for" and filename.endswith("tasks.py")
-            ):
-                return "timeout"
-            if os.sep + "anyio" + os.sep in filename:
-                return "cancel-scope"
-            frame = frame.f_back
-            depth += 1
-        return "cancel-call"
+        return cancel_cause(frame, self.stop_codes)
 
     # -- loop and runner ends -------------------------------------------------------
 

@@ -129,7 +129,13 @@ def trio_class(module: ModuleType) -> ScopeClass | None:
         return None
     close = getattr(getattr(owner, "_close", None), "__code__", None)
     cancel = getattr(getattr(owner, "_cancel", None), "__code__", None)
-    if close is None or close.co_varnames[:2] != ("self", "exc") or cancel is None:
+    if (
+        close is None
+        or close.co_varnames[:2] != ("self", "exc")
+        or cancel is None
+        or "_cancel_status" not in getattr(owner, "__slots__", ("_cancel_status",))
+        or "_cancel_status" not in getattr(getattr(module, "Task", None), "__slots__", ())
+    ):
         return None
     return ScopeClass("trio", owner, "__enter__", "_close", "close", "_cancel")
 
@@ -169,6 +175,9 @@ anyio_host_task: Final = operator.attrgetter("_host_task")
 anyio_deadline: Final = operator.attrgetter("_deadline")
 #: Whether an AnyIO asyncio scope is entered (still True after a refused exit).
 anyio_scope_active: Final = operator.attrgetter("_active")
+#: A trio task's innermost cancel status, or a trio scope's own (trio's nesting test:
+#: ``task._cancel_status is scope._cancel_status`` for the task's innermost scope).
+trio_cancel_status: Final = operator.attrgetter("_cancel_status")
 
 
 def scope_deadline(scope: Any) -> float | None:
@@ -297,6 +306,15 @@ def anyio_task_cancel_scopes(task: Any) -> list[Any]:
     return scopes
 
 
+def asyncio_group_tasks(group: Any) -> frozenset[Any]:
+    """Return the tasks an ``asyncio.TaskGroup`` is still waiting for."""
+    tasks = getattr(group, "_tasks", None)
+    try:
+        return frozenset(tasks) if tasks is not None else frozenset()
+    except TypeError:
+        return frozenset()
+
+
 # -- code objects that identify who is on the stack ------------------------------------
 
 
@@ -383,9 +401,8 @@ class _CodeHolder:
         self.__code__ = code
 
 
-#: Local variable holding the failed child task / the body's exception, by cause code.
+#: Local variable holding the failed child task (``sibling-failure`` code).
 FAILED_TASK_LOCALS: Final = ("_task", "task")
-BODY_ERROR_LOCALS: Final = ("exc_val", "et")
 
 
 def deliver_codes() -> dict[CodeType, str]:

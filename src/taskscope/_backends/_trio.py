@@ -31,7 +31,9 @@ from typing import TYPE_CHECKING, Any, Final
 import trio
 from outcome import Value
 
+from .._core._exceptions import is_cancellation
 from .._core._faults import internal_error
+from .._core._provenance import task_cancelled
 from .._core._registry import CANCELLED, COMPLETED, FAILED, Registry, TaskRecord
 from . import _compat
 from ._patching import Patches
@@ -65,16 +67,6 @@ def _qualname(coro: Any) -> str:
     return str(getattr(coro, "__qualname__", type(coro).__qualname__))
 
 
-def _only_cancelled(exc: BaseException) -> bool:
-    """Return True when `exc` is ``Cancelled`` or a group of nothing but ``Cancelled``."""
-    if isinstance(exc, trio.Cancelled):
-        return True
-    if isinstance(exc, BaseExceptionGroup):
-        _, rest = exc.split(trio.Cancelled)
-        return rest is None
-    return False
-
-
 def _first_cancelled(exc: BaseException) -> BaseException:
     """Return the first ``Cancelled`` of a (possibly grouped) cancellation."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
@@ -87,8 +79,14 @@ _USER: Final = 0
 _LIBRARY: Final = 1
 _ENTRY: Final = 2
 
-#: ``Cancelled.source`` -> taskscope's cancellation cause.
-_CANCEL_CAUSES: Final = {"deadline": "timeout", "shutdown": "shutdown"}
+#: ``Cancelled.source`` -> taskscope's cancellation cause (``explicit``: a scope's
+#: ``cancel()``, which the scope monitor, when on, explains further).
+_CANCEL_CAUSES: Final = {
+    "deadline": "timeout",
+    "shutdown": "shutdown",
+    "nursery": "sibling-failure",
+    "KeyboardInterrupt": "keyboard-interrupt",
+}
 
 
 class _TaskInstrument(trio.abc.Instrument):
@@ -424,7 +422,7 @@ class TrioBackend:
                         TypeError(f"{type(outcome).__qualname__} is not an outcome.Outcome"),
                     )
                 elif error is not None:
-                    state = self._describe_end(record, error)
+                    state = self._describe_end(record, error, task)
             # A failed trio task's exception is always retrieved (it propagates into the
             # nursery), so the registry does not keep watching it.
             self.registry.task_finished(record, state, task)
@@ -433,16 +431,19 @@ class TrioBackend:
         except Exception as exc:  # noqa: BLE001  # never raise into the run loop
             internal_error("trio backend: task_exited", exc)
 
-    def _describe_end(self, record: TaskRecord, error: BaseException) -> int:
-        if _only_cancelled(error):
+    def _describe_end(self, record: TaskRecord, error: BaseException, task: Any) -> int:
+        if is_cancellation(error):
             cancelled = _first_cancelled(error)
             source = _compat.trio_cancel_source(cancelled)
             record.cancel_cause = _CANCEL_CAUSES.get(source or "", "cancel-scope")
             if source == "explicit":
                 # Only a user's ``cancel(reason=...)``; trio's own reasons are not messages.
                 record.cancel_message = _compat.trio_cancel_reason(cancelled)
+            # Before trio's own task_exited: the task's cancel status is still there.
+            task_cancelled(record, task)  # the scope monitor names the scope, who, where
             return CANCELLED
         record.exception = self.locations.describe_exception(error)
+        record.exception_group = self.locations.describe_group(error)
         record.exception_id = id(error)
         # trio hands every task's exception to its nursery, which raises it in the
         # parent: it is always retrieved (there is no "never retrieved" on trio).

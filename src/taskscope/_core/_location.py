@@ -14,6 +14,7 @@ import sys
 from types import CodeType, FrameType, TracebackType
 from typing import Final
 
+from ._exceptions import cancellation_count, real_errors
 from ._records import Location
 
 #: A raw location: a code object and a line number, formatted only when reported.
@@ -161,6 +162,16 @@ class LocationFilter:
         except Exception:  # noqa: BLE001  # a broken __str__ must not break the report
             message = f"<unprintable {type(exc).__qualname__}>"
         return type(exc).__qualname__, message, self.traceback_frames(exc.__traceback__)
+
+    def describe_group(
+        self, exc: BaseException
+    ) -> tuple[list[tuple[str, str, list[RawLocation]]], int] | None:
+        """For an exception group, describe its real errors (the leaves that are not
+        cancellations, in order) and count its cancellations; None for other errors."""
+        if not isinstance(exc, BaseExceptionGroup):
+            return None
+        errors = [self.describe_exception(error) for error in real_errors(exc)]
+        return errors, cancellation_count(exc)
 
     def innermost_user(self, frames: list[RawLocation]) -> RawLocation | None:
         """Return the innermost user frame of a list ordered outermost first."""

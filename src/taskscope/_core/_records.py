@@ -39,6 +39,18 @@ class TaskRef:
 
 
 @dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """One real error inside an exception group."""
+
+    #: Qualified name of the exception type, e.g. ``ValueError``.
+    type: str
+    #: ``str()`` of the exception.
+    message: str
+    #: The innermost frame of its traceback in the user's code, when there is one.
+    location: Location | None
+
+
+@dataclass(frozen=True, slots=True)
 class ExceptionInfo:
     """An exception that ended a task."""
 
@@ -50,21 +62,65 @@ class ExceptionInfo:
     frames: tuple[Location, ...]
     #: The innermost frame in the user's code, when there is one.
     location: Location | None
+    #: For an exception group (a task group that failed): the errors in it that are
+    #: not cancellations, in order, with their own locations. Empty otherwise.
+    real_errors: tuple[ErrorInfo, ...] = ()
+    #: For an exception group: how many of its leaves are cancellations (siblings the
+    #: failure cancelled).
+    cancelled: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeRef:
+    """A reference to a cancel scope, task group or timeout (see the ``scopes`` section)."""
+
+    #: taskscope's id for the scope, unique within a session, given when it is first
+    #: reported.
+    id: int
+    #: ``cancel_scope``, ``move_on_after``, ``fail_after``, ``task_group``, ``task``,
+    #: ``internal``, ``asyncio.timeout`` or ``asyncio.TaskGroup``.
+    kind: str
+    #: Where it was entered: the innermost user frame.
+    entered_at: Location | None
+
+
+#: Why a task was cancelled. ``cancel-call``: someone called ``cancel()`` (on the task,
+#: or on its scope); ``cancel-scope``: an AnyIO/trio scope delivered it (the scope
+#: monitor, when on, names the cause instead); ``timeout``: a deadline expired;
+#: ``sibling-failure``: another task of its group failed; ``task-group-error``: the
+#: body of its group raised; ``outer-cancel``: the task running its group was
+#: cancelled from outside; ``shutdown``: the runner cancelled what was left at the end;
+#: ``keyboard-interrupt``: Ctrl-C; ``unknown``.
+CANCEL_CAUSES = (
+    "cancel-call",
+    "cancel-scope",
+    "timeout",
+    "sibling-failure",
+    "task-group-error",
+    "outer-cancel",
+    "shutdown",
+    "keyboard-interrupt",
+    "unknown",
+)
 
 
 @dataclass(frozen=True, slots=True)
 class CancellationInfo:
     """Why a task was cancelled, as far as taskscope saw."""
 
-    #: ``cancel-call`` (someone called ``cancel()``), ``timeout``, ``shutdown`` (the
-    #: runner cancelled what was left when the main coroutine returned), or ``unknown``.
+    #: One of `CANCEL_CAUSES`.
     cause: str
-    #: The task that requested the cancellation, when it came from a task.
+    #: The task that requested the cancellation, when it came from a task (for
+    #: ``sibling-failure``: the task that failed).
     requested_by: TaskRef | None
-    #: The user's line that requested it, when known.
+    #: The user's line that requested it, when known (for a deadline or a group's
+    #: failure: where the scope was entered).
     location: Location | None
-    #: The message passed to ``cancel(msg)``, when one was given.
+    #: The message passed to ``cancel(msg)`` (or a scope's ``cancel(reason)``), when
+    #: one was given.
     message: str | None
+    #: The scope that delivered it, when the scope monitor saw it.
+    scope: ScopeRef | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -125,11 +125,16 @@ class TaskRecord(RecordCore):
     #: never keeps a traceback (and its frames) alive.
     exception: tuple[str, str, list[RawLocation]] | None = None
     exception_id: int = 0
+    #: For an exception group: its real errors (described like `exception`) and how
+    #: many of its leaves were cancellations.
+    exception_group: tuple[list[tuple[str, str, list[RawLocation]]], int] | None = None
     exception_retrieved: bool | None = None
     cancel_cause: str | None = None
     cancel_requester: tuple[int, str] | None = None
     cancel_location: RawLocation | None = None
     cancel_message: str | None = None
+    #: The scope that delivered the cancellation: (scope id, kind, where entered).
+    cancel_scope: tuple[int, str, RawLocation | None] | None = None
     pending_at_exit: bool = False
     destroyed_pending: bool = False
     adopted: bool = False

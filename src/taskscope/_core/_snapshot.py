@@ -10,9 +10,11 @@ from ._location import RawLocation, to_location
 from ._records import (
     CancellationInfo,
     Counters,
+    ErrorInfo,
     ExceptionInfo,
     Location,
     RegionInfo,
+    ScopeRef,
     SiteStatistics,
     Snapshot,
     TaskInfo,
@@ -23,17 +25,25 @@ from ._registry import PENDING, STATE_NAMES, Registry, TaskRecord
 
 
 def _exception_info(
-    raw: tuple[str, str, list[RawLocation]] | None, innermost: Any
+    raw: tuple[str, str, list[RawLocation]] | None,
+    group: tuple[list[tuple[str, str, list[RawLocation]]], int] | None,
+    innermost: Any,
 ) -> ExceptionInfo | None:
     if raw is None:
         return None
     type_name, message, frames = raw
     located = tuple(loc for loc in (to_location(f) for f in frames) if loc is not None)
+    errors, cancelled = group if group is not None else ([], 0)
     return ExceptionInfo(
         type=type_name,
         message=message,
         frames=located,
         location=to_location(innermost(frames)),
+        real_errors=tuple(
+            ErrorInfo(type=name, message=text, location=to_location(innermost(trace)))
+            for name, text, trace in errors
+        ),
+        cancelled=cancelled,
     )
 
 
@@ -57,11 +67,15 @@ def task_info(record: TaskRecord, registry: Registry, now: float | None = None) 
     cancellation = None
     if record.cancel_cause is not None and (state == "cancelled" or record.state == PENDING):
         requester = record.cancel_requester
+        scope = record.cancel_scope
         cancellation = CancellationInfo(
             cause=record.cancel_cause,
             requested_by=TaskRef(id=requester[0], name=requester[1]) if requester else None,
             location=to_location(record.cancel_location),
             message=record.cancel_message,
+            scope=ScopeRef(id=scope[0], kind=scope[1], entered_at=to_location(scope[2]))
+            if scope is not None
+            else None,
         )
     return TaskInfo(
         id=record.id,
@@ -81,7 +95,9 @@ def task_info(record: TaskRecord, registry: Registry, now: float | None = None) 
         steps=record.steps,
         longest_step=record.longest_step,
         longest_step_at=to_location(record.longest_step_at),
-        exception=_exception_info(record.exception, registry.innermost_user),
+        exception=_exception_info(
+            record.exception, record.exception_group, registry.innermost_user
+        ),
         exception_retrieved=record.exception_retrieved,
         cancellation=cancellation,
         pending_at_exit=record.pending_at_exit,

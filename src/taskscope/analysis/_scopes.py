@@ -1,4 +1,4 @@
-"""Cancel-scope findings, and the real errors inside an exception group.
+"""Cancel-scope findings.
 
 ``cancel-scope-cross-task``: a scope (task group, timeout, cancel scope) was exited in
 another task than the one that entered it. ``cancel-scope-misnested``: a task exited a
@@ -8,7 +8,6 @@ both stacks in ``details``, and a hint naming the likely cause and its fix.
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Any, Final
 
 from .._core._records import Finding
@@ -125,36 +124,3 @@ def scope_finding(error: ScopeErrorInfo) -> Finding:
 def scope_findings(section: ScopesSection) -> list[Finding]:
     """Return a finding per scope error in a ``scopes`` section."""
     return [scope_finding(error) for error in section.errors]
-
-
-# -- exception groups ---------------------------------------------------------------
-
-
-def _is_cancellation(exc: BaseException) -> bool:
-    if isinstance(exc, BaseExceptionGroup):
-        return all(_is_cancellation(inner) for inner in exc.exceptions)
-    trio = sys.modules.get("trio")
-    cancelled = getattr(trio, "Cancelled", None) if trio is not None else None
-    if isinstance(cancelled, type) and isinstance(exc, cancelled):
-        return True
-    import asyncio  # stdlib; only when a group is inspected
-
-    return isinstance(exc, asyncio.CancelledError)
-
-
-def real_errors(exc: BaseException, *, limit: int = 100) -> list[BaseException]:
-    """Return the errors inside `exc` that are not cancellations, depth first.
-
-    An exception group that carries one real failure among its siblings'
-    cancellations yields just that failure; a plain exception yields itself (unless it
-    is a cancellation). Nested groups are flattened, in order.
-    """
-    found: list[BaseException] = []
-    pending: list[BaseException] = [exc]
-    while pending and len(found) < limit:
-        current = pending.pop(0)
-        if isinstance(current, BaseExceptionGroup):
-            pending[:0] = list(current.exceptions)
-        elif not _is_cancellation(current):
-            found.append(current)
-    return found

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .._core._records import Finding, Snapshot, TaskInfo, TaskRef
+from .._core._records import ExceptionInfo, Finding, Snapshot, TaskInfo, TaskRef
 from ._loop import loop_findings
 
 Rule = Callable[[TaskInfo], Finding | None]
@@ -15,19 +15,37 @@ def _ref(task: TaskInfo) -> TaskRef:
     return TaskRef(id=task.id, name=task.name)
 
 
+def describe_failure(exc: ExceptionInfo) -> str:
+    """Say what a task failed with: for an exception group, its real errors first (with
+    their lines) and how many siblings it cancelled."""
+    if not exc.real_errors:
+        return f"{exc.type}: {exc.message}"
+    errors = "; ".join(
+        f"{error.type}: {error.message}"
+        + (f" (at {error.location.file}:{error.location.line})" if error.location else "")
+        for error in exc.real_errors
+    )
+    siblings = f", {exc.cancelled} cancelled" if exc.cancelled else ""
+    return f"{errors} [in {exc.type}{siblings}]"
+
+
 def unretrieved_exception(task: TaskInfo) -> Finding | None:
     """A task failed and nobody awaited it or asked for its result or exception."""
     if task.state != "failed" or task.exception_retrieved is not False or task.exception is None:
         return None
     exc = task.exception
-    details: dict[str, Any] = {"exception": {"type": exc.type, "message": exc.message}}
+    details: dict[str, Any] = {}
+    if exc.real_errors:
+        # The real errors first: the group's own message only lists sub-exceptions.
+        details["real_errors"] = list(exc.real_errors)
+    details["exception"] = {"type": exc.type, "message": exc.message}
     if exc.location is not None:
         details["raised_at"] = exc.location
     return Finding(
         kind="task-exception-unretrieved",
         severity="error",
         message=(
-            f"Task {task.name!r} ({task.coroutine}) failed with {exc.type}: {exc.message} "
+            f"Task {task.name!r} ({task.coroutine}) failed with {describe_failure(exc)} "
             "and nothing retrieved the exception; keep a reference to the "
             "task and await it, or add a done callback that calls task.exception()."
         ),

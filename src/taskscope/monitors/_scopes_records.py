@@ -1,12 +1,29 @@
-"""Frozen records of the ``scopes`` report section (built on the slow path only)."""
+"""Frozen records of the ``scopes`` report section (built on the slow path only).
+
+`ScopeRef` lives in the core records (a task's cancellation names its scope).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .._core._records import ScopeRef
+
 if TYPE_CHECKING:
     from .._core._records import Location, TaskRef
+
+__all__ = [
+    "SCOPE_KINDS",
+    "ScopeCancel",
+    "ScopeErrorInfo",
+    "ScopeInfo",
+    "ScopeRef",
+    "ScopeStatistics",
+    "ScopesSection",
+    "TaskCancellation",
+    "TaskScopeStack",
+]
 
 #: Scope kinds, as reported. ``task`` is the scope AnyIO (4.14+) opens around every
 #: task it spawns; ``internal`` one AnyIO opens for its own bookkeeping.
@@ -20,18 +37,6 @@ SCOPE_KINDS = (
     "asyncio.timeout",
     "asyncio.TaskGroup",
 )
-
-
-@dataclass(frozen=True, slots=True)
-class ScopeRef:
-    """A reference to a scope: enough to name it in a task's cancellation."""
-
-    #: taskscope's id for the scope, unique within a session, in order of entry.
-    id: int
-    #: One of `SCOPE_KINDS`.
-    kind: str
-    #: Where it was entered: the innermost user frame.
-    entered_at: Location | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,8 @@ import sys
 import textwrap
 from typing import IO, TYPE_CHECKING, Any, Final
 
+from ._summary_scopes import cancellation_lines
+
 if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, RenderResult
 
@@ -223,6 +225,8 @@ class Summary:
             yield Text(loop_line, style="bold")
             for line in self.stalls():
                 yield Text(line)
+        for line in cancellation_lines(self.report, self.where):
+            yield Text(line, style="" if line.startswith(" ") else "bold")
         sites = self.sites()
         if sites:
             yield Text("busiest creation sites", style="bold")
@@ -262,6 +266,7 @@ class Summary:
         if loop_line is not None:
             lines.append(loop_line)
             lines.extend(self.stalls())
+        lines.extend(cancellation_lines(self.report, self.where))
         sites = self.sites()
         if sites:
             lines.append("busiest creation sites")
