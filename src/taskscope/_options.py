@@ -81,6 +81,9 @@ class Options:
     resources: bool = False
     #: Track cancel scopes, task groups and timeouts (opt-in: see docs/cancel-scopes.md).
     scopes: bool = False
+    #: With `scopes`: add a note naming the entering task and line to AnyIO's and
+    #: trio's own cross-task/misnesting RuntimeError (the exception is otherwise unchanged).
+    scope_notes: bool = False
 
     def __post_init__(self) -> None:
         for name in ("history_size", "max_sites"):
@@ -89,9 +92,11 @@ class Options:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not callable(self.clock):
             raise TypeError(f"clock must be a callable returning seconds, got {self.clock!r}")
-        for name in ("locks", "resources", "scopes"):
+        for name in ("locks", "resources", "scopes", "scope_notes"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.scope_notes and not self.scopes:
+            raise ValueError("scope_notes adds notes to cancel-scope errors; it needs scopes=True")
         for name in ("block_threshold", "spin_threshold", "lag_interval", "lock_hold_threshold"):
             object.__setattr__(self, name, _check_duration(name, getattr(self, name)))
         object.__setattr__(

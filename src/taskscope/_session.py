@@ -86,7 +86,7 @@ class Session:
         if options.scopes:
             from .monitors._scopes import ScopeMonitor
 
-            plugins.append(ScopeMonitor())
+            plugins.append(ScopeMonitor(exception_notes=options.scope_notes))
         return plugins
 
     def _on_trio_import(self, _module: Any) -> None:
@@ -253,6 +253,7 @@ def install(
     lock_hold_threshold: float = 1.0,
     resources: bool = False,
     scopes: bool = False,
+    scope_notes: bool = False,
 ) -> Session:
     """Start observing every asyncio and trio task in this process.
 
@@ -280,6 +281,10 @@ def install(
             for `resource-unclosed` (opt-in).
         scopes: track cancel scopes, task groups and timeouts, and explain
             cross-task and misnested exits (opt-in).
+        scope_notes: with `scopes`, add a note (``BaseException.add_note``) naming the
+            task and line that entered the scope to the library's own cross-task or
+            misnesting ``RuntimeError``; off by default, as it changes the exception's
+            printed form.
 
     Returns:
         The active `Session`; call `Session.uninstall` to remove every hook.
@@ -302,6 +307,7 @@ def install(
         lock_hold_threshold=lock_hold_threshold,
         resources=resources,
         scopes=scopes,
+        scope_notes=scope_notes,
     )
     with _active_lock:
         if _active is not None:

@@ -79,10 +79,18 @@ def _side(task: TaskRef | None, location: Location | None, stack: Any) -> dict[s
     return {"task": task, "location": location, "stack": list(stack)}
 
 
+#: Scope kinds whose plain name would not tell a reader what they are.
+_LABELS: Final = {"task": "own cancel scope"}
+
+
+def _label(kind: str) -> str:
+    return _LABELS.get(kind, kind.replace("_", " "))
+
+
 def scope_finding(error: ScopeErrorInfo) -> Finding:
     """Turn one scope error into a finding."""
     scope = error.scope
-    label = scope.kind.replace("_", " ")
+    label = _label(scope.kind)
     owner = f" ({error.owner.replace('_', ' ')} {error.owner_name})" if error.owner_name else ""
     if error.kind == "cancel-scope-cross-task":
         message = (
@@ -91,9 +99,13 @@ def scope_finding(error: ScopeErrorInfo) -> Finding:
         )
     else:
         inner = error.innermost
-        inner_label = inner.kind.replace("_", " ") if inner is not None else "scope"
+        inner_label = _label(inner.kind) if inner is not None else "scope"
+        if scope.kind in _LABELS:
+            head = f"The cancel scope of {_who(scope.task)} itself"
+        else:
+            head = f"A {label} entered{_where(scope.entered_at)}"
         message = (
-            f"A {label} entered{_where(scope.entered_at)} was exited"
+            f"{head} was exited"
             f"{_where(error.exited_at)} while the {inner_label} entered"
             f"{_where(inner.entered_at if inner else None)} was still open inside it"
         )
@@ -115,7 +127,11 @@ def scope_finding(error: ScopeErrorInfo) -> Finding:
         kind=error.kind,
         severity="error",
         message=message + ".",
-        location=scope.entered_at,
+        # A scope a library entered for a task has no user line: point at the scope
+        # still open inside it (misnested), or where it was exited.
+        location=scope.entered_at
+        or (error.innermost.entered_at if error.innermost is not None else None)
+        or error.exited_at,
         task=scope.task,
         details=details,
     )

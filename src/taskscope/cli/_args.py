@@ -219,6 +219,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="track cancel scopes, task groups and timeouts (opt-in)",
     )
+    parser.add_argument(
+        "--scope-notes",
+        action="store_true",
+        help="with --scopes: add where the scope was entered, as a note, to AnyIO's and "
+        "trio's cross-task cancel-scope errors",
+    )
 
 
 #: `taskscope.install` keywords filled from the command line, by argparse destination.
@@ -233,10 +239,13 @@ _INSTALL_OPTIONS: Final = (
     "lock_hold_threshold",
     "resources",
     "scopes",
+    "scope_notes",
 )
 
 
 def _install_options(namespace: argparse.Namespace) -> dict[str, Any]:
+    if namespace.scope_notes and not namespace.scopes:
+        raise UsageError("--scope-notes needs --scopes (the notes come from the scope monitor)")
     return {name: getattr(namespace, name) for name in _INSTALL_OPTIONS}
 
 

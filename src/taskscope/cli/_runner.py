@@ -115,7 +115,10 @@ class ProgramRun:
             ) from None
         if request.module is None:
             self.target.check_script()
-        self.session = _session.install(**request.install_options)
+        try:
+            self.session = _session.install(**request.install_options)
+        except (ValueError, TypeError) as exc:  # an option the parser let through
+            raise UsageError(str(exc)) from None
         if request.module is not None:
             try:
                 self.target.check_module()
