@@ -16,16 +16,13 @@ from typing import Final
 
 from ._budgets import evaluate
 from ._catalog import BASELINE, CONFIGS, CONFIGS_BY_NAME, WORKLOADS, WORKLOADS_BY_NAME
+from ._cli import UsageError, select
 from ._harness import ROOT, Plan, execute
 from ._report import build, render, write_json
 
 DEFAULT_JSON: Final = ROOT / "benchmarks" / "results" / "latest.json"
 #: Smoke runs never overwrite the committed results.
 SMOKE_JSON: Final = ROOT / "benchmarks" / "results" / "smoke.json"
-
-
-class UsageError(Exception):
-    """A bad command line; the message is one line that lists the valid choices."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,21 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _select(text: str | None, valid: dict[str, object], what: str) -> list[str]:
-    if text is None:
-        return list(valid)
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in valid]
-    if unknown or not names:
-        shown = ", ".join(repr(name) for name in unknown) or "(none given)"
-        raise UsageError(f"unknown {what} {shown}; valid {what}s: {', '.join(valid)}")
-    return names
-
-
 def plan_from(args: argparse.Namespace) -> Plan:
     """Validate the arguments into a `Plan`."""
-    workloads = _select(args.workloads, dict(WORKLOADS_BY_NAME), "workload")
-    configs = _select(args.configs, dict(CONFIGS_BY_NAME), "configuration")
+    workloads = select(args.workloads, WORKLOADS_BY_NAME, "workload")
+    configs = select(args.configs, CONFIGS_BY_NAME, "configuration")
     if BASELINE not in configs:
         configs.insert(0, BASELINE)  # every ratio needs it
     repeat = args.repeat if args.repeat is not None else (1 if args.smoke else 5)

@@ -24,6 +24,7 @@ import sys
 from typing import TYPE_CHECKING, Final
 
 from ._catalog import BASELINE, CONFIGS_BY_NAME, WORKLOADS_BY_NAME
+from ._cli import UsageError, select
 from ._harness import ROOT
 
 if TYPE_CHECKING:
@@ -34,10 +35,6 @@ if TYPE_CHECKING:
 #: Operations counted per workload at the default --count (callgrind is slow).
 DEFAULT_COUNT: Final = 20_000
 _COLLECTED: Final = re.compile(r"Collected\s*:\s*(\d+)")
-
-
-class UsageError(Exception):
-    """A bad command line or a missing tool; the message is one line."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,15 +59,6 @@ def _parser() -> argparse.ArgumentParser:
         help=f"operations per run (default {DEFAULT_COUNT:,})",
     )
     return parser
-
-
-def _names(text: str, valid: Sequence[str], what: str) -> list[str]:
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in valid]
-    if unknown or not names:
-        shown = ", ".join(repr(name) for name in unknown) or "(none given)"
-        raise UsageError(f"unknown {what} {shown}; valid {what}s: {', '.join(valid)}")
-    return names
 
 
 def _sizes(workload: Workload, count: int) -> tuple[int, ...]:
@@ -114,8 +102,8 @@ def per_operation(valgrind: str, workload: Workload, config: Config, count: int)
 def _plan(args: argparse.Namespace) -> tuple[list[str], list[str], str]:
     """Validate the command line: (workloads, configurations with plain first, valgrind)."""
     time_workloads = [name for name, w in WORKLOADS_BY_NAME.items() if w.kind == "time"]
-    workloads = _names(args.workloads, time_workloads, "workload")
-    others = _names(args.configs, list(CONFIGS_BY_NAME), "configuration")
+    workloads = select(args.workloads, time_workloads, "workload")
+    others = select(args.configs, CONFIGS_BY_NAME, "configuration")
     configs = [BASELINE, *(name for name in others if name != BASELINE)]
     if args.count <= 0:
         raise UsageError(f"--count must be a positive number of operations, not {args.count}")

@@ -18,10 +18,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SKIPPED_STATES = {"not installed", "not applicable"}
 
 
-def run_benchmarks(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m benchmarks`` from the repository root."""
+def run_benchmarks(*args: str, module: str = "benchmarks") -> subprocess.CompletedProcess[str]:
+    """Run ``python -m benchmarks`` (or another `module` of it) from the repository root."""
     return subprocess.run(
-        [sys.executable, "-m", "benchmarks", *args],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -90,14 +90,7 @@ class TestInstructions:
         ],
     )
     def test_bad_input_is_one_line(self, args: list[str], message: str) -> None:
-        completed = subprocess.run(
-            [sys.executable, "-m", "benchmarks.instructions", *args],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        completed = run_benchmarks(*args, module="benchmarks.instructions")
         assert completed.returncode == 2
         assert completed.stdout == ""
         lines = completed.stderr.splitlines()
