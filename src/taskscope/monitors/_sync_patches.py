@@ -2,8 +2,9 @@
 
 Each wrapper calls the original method unchanged and does its bookkeeping around it, so
 fairness, cancellation and exceptions are the runtime's own. The only exception is
-``asyncio.Lock.acquire``'s uncontended fast path, which is asyncio's code verbatim (in
-`_compat_sync`), so that the common case costs no extra coroutine.
+``asyncio.Lock``'s uncontended path (``acquire``, ``release``, ``async with``), which
+runs asyncio's code verbatim with the bookkeeping inlined (in `_compat_sync`): it is the
+budgeted hot path.
 
 Which primitives are tracked: every one constructed while the monitor is installed,
 except those a library constructs for its own use (AnyIO's ``Event`` wraps an
@@ -65,7 +66,6 @@ class SyncPatcher:
         self._type_names: dict[type, str] = {}
         self._creators: dict[tuple[str, CodeType], int] = {}
         self._library_dirs: tuple[str, ...] = ()
-        self.cancelled_types: tuple[type[BaseException], ...] = (asyncio.CancelledError,)
 
     def undo(self) -> None:
         """Restore every patched attribute."""
@@ -75,10 +75,7 @@ class SyncPatcher:
         dirs = [_dir_of(sys.modules.get(name)) for name in ("asyncio", "anyio", "trio")]
         dirs.append(_dir_of(sys.modules.get("taskscope")))
         self._library_dirs = tuple(d for d in dirs if d)
-        trio = sys.modules.get("trio")
-        cancelled = getattr(trio, "Cancelled", None)
-        if isinstance(cancelled, type) and issubclass(cancelled, BaseException):
-            self.cancelled_types = (asyncio.CancelledError, cancelled)
+        self.tracker.cancelled_types = _compat_sync.cancelled_types()
 
     # -- creation -------------------------------------------------------------------
 
@@ -149,7 +146,7 @@ class SyncPatcher:
                     frame = frame.f_back
                     depth += 1
                 state = tracker.register(
-                    obj, kind, type_name(type(obj)), backend, tracker.user_frame(frame)
+                    obj, kind, type_name(type(obj)), backend, tracker.user_location(frame)
                 )
                 if capacity is not None:
                     state.capacity = capacity(obj)
@@ -161,150 +158,87 @@ class SyncPatcher:
     # -- asyncio.Lock: the budgeted hot path ------------------------------------------
 
     def wrap_asyncio_lock(self, cls: type) -> None:
-        """Wrap ``asyncio.Lock.acquire``/``release`` (uncontended: asyncio's fast path).
-
-        This is the budgeted hot path: the work is inlined (one dict lookup, one clock
-        read and a tuple per acquire; a pop, a clock read and a bucket per release).
-        """
-        tracker = self.tracker
-        states = tracker.states
-        clock = tracker.clock
-        live = tracker.live
-        library = tracker.library_codes
-        user_frame = tracker.user_frame
-        current_task = _compat_sync.fast_current_task()
-        getframe = sys._getframe
-        original_acquire = cls.acquire  # type: ignore[attr-defined]
-        original_release = cls.release  # type: ignore[attr-defined]
-        contended = self._contended(original_acquire, current_task, None, nested=False)
-        held = tracker.held
-
-        def acquired(lock: Any) -> None:
-            state = states.get(id(lock))
-            if state is None:
-                return
-            try:
-                key = id(current_task())
-                frame: Any = getframe(2)
-                code = frame.f_code
-                if library.get(code):  # ``async with``: __aenter__, then the user's line
-                    frame = frame.f_back
-                    code = frame.f_code
-                if library.get(code) is False:
-                    site: Any = (code, frame.f_lineno)
-                else:
-                    site = user_frame(frame)
-                state.holds.append((key, live.get(key), clock(), site))
-                state.acquisitions += 1
-            except Exception as exc:  # noqa: BLE001
-                internal_error("lock monitor: acquire", exc)
-
-        def release(lock: Any) -> None:
-            original_release(lock)
-            state = states.get(id(lock))
-            if state is not None and state.holds:
-                try:
-                    # A Lock has one holder; any task may release it.
-                    held(state, state.holds.pop())
-                except Exception as exc:  # noqa: BLE001
-                    internal_error("lock monitor: release", exc)
-
-        self.patches.replace(
-            cls,
-            "acquire",
-            _compat_sync.make_asyncio_lock_acquire(original_acquire, acquired, contended),
-        )
-        self.patches.replace(cls, "release", release)
+        """Replace ``asyncio.Lock``'s acquire, release and ``async with`` methods (see
+        `_compat_sync.make_asyncio_lock_methods`); generic wrappers on other versions."""
+        if not _compat_sync.ASYNCIO_LOCK_INLINE:
+            task = self.tracker.asyncio_task
+            self.wrap_acquire(cls, "acquire", task, _locked)
+            self.wrap_release(cls, "release", task)
+            return
+        methods = _compat_sync.make_asyncio_lock_methods(cls, self.tracker)
+        for name, method in methods.items():
+            self.patches.replace(cls, name, method)
 
     # -- generic wrappers -----------------------------------------------------------
 
-    def _contended(
+    def wrap_acquire(
         self,
-        original: Callable[..., Any],
-        current_task: Callable[[], Any],
-        would_block: Callable[[Any], bool] | None,
+        cls: type,
+        name: str,
+        task_of: Callable[[Any], Any],
+        would_block: Callable[[Any], bool],
         *,
-        nested: bool,
+        nested: bool = False,
         borrower: bool = False,
-    ) -> Callable[..., Any]:
-        """Return an async acquire that times the wait when it blocks and records the
-        hold when it succeeds (`would_block` None: it is known to block)."""
+    ) -> None:
+        """Wrap an async acquire method of `cls`: time the wait when it blocks, record
+        the hold when it succeeds (`task_of(state)` returns the running task)."""
+        original = getattr(cls, name)
         tracker = self.tracker
         states = tracker.states
         live = tracker.live
-        patcher = self
 
         async def acquire(obj: Any, *args: Any, **kwargs: Any) -> Any:
             state = states.get(id(obj))
             if state is None:
                 return await original(obj, *args, **kwargs)
-            since = -1.0
+            since = -1
             try:
-                task_key = id(current_task())
+                frame = sys._getframe(1)
+                task_key = id(task_of(state))
                 key = id(args[0]) if borrower and args else task_key
                 record = live.get(key)
-                site = tracker.user_frame(sys._getframe(1))
                 if nested:
                     if state.acquiring is None:
                         state.acquiring = set()
                     state.acquiring.add(task_key)
-                if would_block is None or would_block(obj):
-                    since = tracker.wait_begin(state, key, record, site, "acquire")
+                if would_block(obj):
+                    since = tracker.wait_begin(state, key, record, frame, "acquire")
             except Exception as exc:  # noqa: BLE001
                 internal_error("lock monitor: acquire", exc)
                 return await original(obj, *args, **kwargs)
             try:
                 result = await original(obj, *args, **kwargs)
             except BaseException as exc:
-                patcher._after(state, task_key, key, since, None, None, exc, nested=nested)
+                done(state, task_key, key, since, None, None, exc)
                 raise
-            patcher._after(state, task_key, key, since, record, site, None, nested=nested)
+            done(state, task_key, key, since, record, frame, None)
             return result
 
-        return acquire
+        def done(  # noqa: PLR0917  # the acquire's locals, one call site each
+            state: Any,
+            task_key: int,
+            key: int,
+            since: int,
+            record: Any,
+            frame: Any,
+            exc: BaseException | None,
+        ) -> None:
+            try:
+                if nested and state.acquiring is not None:
+                    state.acquiring.discard(task_key)
+                if since >= 0:
+                    cancelled = exc is not None and isinstance(exc, tracker.cancelled_types)
+                    tracker.wait_end(state, key, since, cancelled, record, exc is None)
+                elif exc is None:
+                    tracker.hold(state, key, record, frame)
+            except Exception as error:  # noqa: BLE001
+                internal_error("lock monitor: acquire", error)
 
-    def _after(  # noqa: PLR0917  # internal, one call site
-        self,
-        state: Any,
-        task_key: int,
-        key: int,
-        since: float,
-        record: Any,
-        site: Any,
-        exc: BaseException | None,
-        *,
-        nested: bool,
-    ) -> None:
-        try:
-            if nested and state.acquiring is not None:
-                state.acquiring.discard(task_key)
-            if since >= 0:
-                cancelled = exc is not None and isinstance(exc, self.cancelled_types)
-                self.tracker.wait_end(state, key, since, cancelled=cancelled)
-            if exc is None:
-                self.tracker.hold(state, key, record, site)
-        except Exception as error:  # noqa: BLE001
-            internal_error("lock monitor: acquire", error)
-
-    def wrap_acquire(
-        self,
-        cls: type,
-        name: str,
-        current_task: Callable[[], Any],
-        would_block: Callable[[Any], bool],
-        *,
-        nested: bool = False,
-        borrower: bool = False,
-    ) -> None:
-        """Wrap an async acquire method of `cls`."""
-        original = getattr(cls, name)
-        wrapper = self._contended(
-            original, current_task, would_block, nested=nested, borrower=borrower
-        )
-        self.patches.replace(cls, name, wrapper)
+        self.patches.replace(cls, name, acquire)
 
     def wrap_acquire_nowait(
-        self, cls: type, name: str, current_task: Callable[[], Any], *, borrower: bool = False
+        self, cls: type, name: str, task_of: Callable[[Any], Any], *, borrower: bool = False
     ) -> None:
         """Wrap a synchronous acquire (``acquire_nowait``): a hold when it returns."""
         original = getattr(cls, name)
@@ -317,12 +251,11 @@ class SyncPatcher:
             state = states.get(id(obj))
             if state is not None:
                 try:
-                    task_key = id(current_task())
+                    task_key = id(task_of(state))
                     acquiring = state.acquiring
                     if acquiring is None or task_key not in acquiring:
                         key = id(args[0]) if borrower and args else task_key
-                        site = tracker.user_frame(sys._getframe(1))
-                        tracker.hold(state, key, live.get(key), site)
+                        tracker.hold(state, key, live.get(key), sys._getframe(1))
                 except Exception as exc:  # noqa: BLE001
                     internal_error("lock monitor: acquire_nowait", exc)
             return result
@@ -330,7 +263,7 @@ class SyncPatcher:
         self.patches.replace(cls, name, acquire_nowait)
 
     def wrap_release(
-        self, cls: type, name: str, current_task: Callable[[], Any], *, borrower: bool = False
+        self, cls: type, name: str, task_of: Callable[[Any], Any], *, borrower: bool = False
     ) -> None:
         """Wrap a release method: the hold ends once the original returns."""
         original = getattr(cls, name)
@@ -340,9 +273,9 @@ class SyncPatcher:
         def release(obj: Any, *args: Any, **kwargs: Any) -> Any:
             result = original(obj, *args, **kwargs)
             state = states.get(id(obj))
-            if state is not None:
+            if state is not None and (state.holder is not None or state.holds):
                 try:
-                    key = id(args[0]) if borrower and args else id(current_task())
+                    key = id(args[0]) if borrower and args else id(task_of(state))
                     tracker.unhold(state, key)
                 except Exception as exc:  # noqa: BLE001
                     internal_error("lock monitor: release", exc)
@@ -354,7 +287,7 @@ class SyncPatcher:
         self,
         cls: type,
         name: str,
-        current_task: Callable[[], Any],
+        task_of: Callable[[Any], Any],
         would_block: Callable[[Any], bool] | None,
         operation: str,
     ) -> None:
@@ -363,16 +296,14 @@ class SyncPatcher:
         tracker = self.tracker
         states = tracker.states
         live = tracker.live
-        cancelled_types = self.cancelled_types
 
         async def wait(obj: Any, *args: Any, **kwargs: Any) -> Any:
             state = states.get(id(obj))
             if state is None or (would_block is not None and not would_block(obj)):
                 return await original(obj, *args, **kwargs)
             try:
-                key = id(current_task())
-                site = tracker.user_frame(sys._getframe(1))
-                since = tracker.wait_begin(state, key, live.get(key), site, operation)
+                key = id(task_of(state))
+                since = tracker.wait_begin(state, key, live.get(key), sys._getframe(1), operation)
             except Exception as exc:  # noqa: BLE001
                 internal_error("lock monitor: wait", exc)
                 return await original(obj, *args, **kwargs)
@@ -380,12 +311,13 @@ class SyncPatcher:
                 result = await original(obj, *args, **kwargs)
             except BaseException as exc:
                 try:
-                    tracker.wait_end(state, key, since, cancelled=isinstance(exc, cancelled_types))
+                    cancelled = isinstance(exc, tracker.cancelled_types)
+                    tracker.wait_end(state, key, since, cancelled)
                 except Exception as error:  # noqa: BLE001
                     internal_error("lock monitor: wait", error)
                 raise
             try:
-                tracker.wait_end(state, key, since, cancelled=False)
+                tracker.wait_end(state, key, since, False)
             except Exception as error:  # noqa: BLE001
                 internal_error("lock monitor: wait", error)
             return result
@@ -397,7 +329,7 @@ class SyncPatcher:
     def patch_asyncio(self) -> None:
         """Wrap asyncio's Lock, Semaphore, BoundedSemaphore, Condition, Event, Queue."""
         self._refresh_dirs()
-        task = _compat_sync.fast_current_task()
+        task = self.tracker.asyncio_task
         self.wrap_init(asyncio.Lock, "lock", "asyncio", "asyncio")
         self.wrap_asyncio_lock(asyncio.Lock)
         self.wrap_init(
@@ -420,7 +352,7 @@ class SyncPatcher:
     def patch_trio(self, trio: ModuleType) -> None:
         """Wrap trio's Lock (and StrictFIFOLock), Semaphore, CapacityLimiter, Event."""
         self._refresh_dirs()
-        task = trio.lowlevel.current_task
+        task = _trio_task_of(trio)
         base = _compat_sync.trio_lock_base(trio)
         if base is not None:
             for cls in {trio.Lock, trio.StrictFIFOLock, base}:
@@ -438,7 +370,7 @@ class SyncPatcher:
         self.wrap_wait(trio.Event, "wait", task, _not_set, "wait")
 
     def _patch_limiter(
-        self, cls: type, backend: str, family: str, task: Callable[[], Any], *, routed: bool
+        self, cls: type, backend: str, family: str, task: Callable[[Any], Any], *, routed: bool
     ) -> None:
         """A capacity limiter: `routed` when its task methods call the borrower ones."""
         self.wrap_init(cls, "capacity-limiter", backend, family, capacity=_total_tokens)
@@ -454,11 +386,11 @@ class SyncPatcher:
     def patch_anyio_backend(self, module: ModuleType, backend: str) -> None:
         """Wrap one AnyIO backend's Lock, Semaphore, CapacityLimiter and Event."""
         self._refresh_dirs()
+        task: Callable[[Any], Any]
         if backend == "trio":
-            trio = sys.modules["trio"]
-            task: Callable[[], Any] = trio.lowlevel.current_task
+            task = _trio_task_of(sys.modules["trio"])
         else:
-            task = _compat_sync.fast_current_task()
+            task = self.tracker.asyncio_task
         classes = _compat_sync.anyio_backend_classes(module)
         lock = classes.get("Lock")
         if lock is not None:
@@ -490,12 +422,21 @@ class SyncPatcher:
         self.wrap_wait(cls, "wait", _any_current_task, None, "wait")
 
 
-def _any_current_task() -> Any:
+def _any_current_task(_state: Any) -> Any:
     try:
         return asyncio.current_task()
     except RuntimeError:
         trio = sys.modules.get("trio")
         return trio.lowlevel.current_task() if trio is not None else None
+
+
+def _trio_task_of(trio: ModuleType) -> Callable[[Any], Any]:
+    current_task = trio.lowlevel.current_task
+
+    def task_of(_state: Any) -> Any:
+        return current_task()
+
+    return task_of
 
 
 def _not_set(obj: Any) -> bool:
