@@ -10,12 +10,16 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 #: "ratio": median wall time of `config` over plain of the same flavour.
-#: "per-task": (config - plain) of a memory metric, divided by the number of tasks.
+#: "per-task": (config - plain) of a memory metric, divided by the workload's first size
+#: (its tasks, or for ``mem-locks`` its locks).
 #: "delta": (config - plain) of a memory metric, in bytes.
 Measure = Literal["ratio", "per-task", "delta"]
 
-#: Configurations the budgets hold for: taskscope as users leave it on.
+#: Configurations the budgets hold for unless a row says otherwise: taskscope as users
+#: leave it on.
 CHECKED_CONFIGS: Final = ("taskscope",)
+#: The lock monitor's budgets (issue 4) hold with it on.
+_LOCKS: Final = ("taskscope-locks",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +31,8 @@ class Budget:
         measure: how the figure is derived (see `Measure`).
         allowed: the largest acceptable figure.
         metric: for memory budgets, the worker metric compared.
-        unit: how the figure is printed ("x", "B/task", "MB").
+        unit: how the figure is printed ("x", "B/task", "B/lock", "MB").
+        configs: the configurations it is checked for.
     """
 
     workload: str
@@ -35,6 +40,7 @@ class Budget:
     allowed: float
     metric: str = ""
     unit: str = "x"
+    configs: tuple[str, ...] = CHECKED_CONFIGS
 
 
 _MB: Final = 1024 * 1024
@@ -52,6 +58,11 @@ BUDGETS: Final[tuple[Budget, ...]] = (
     Budget("mem-live-traced", "per-task", 1024, metric="bytes", unit="B/task"),
     Budget("mem-live", "per-task", 1024, metric="bytes", unit="B/task"),
     Budget("mem-finished", "delta", 50 * _MB, metric="rss_after", unit="MB"),
+    # Issue 4: the lock monitor (uncontended asyncio.Lock, the contended lock workload,
+    # and the memory of one tracked primitive).
+    Budget("lock-uncontended", "ratio", 1.5, configs=_LOCKS),
+    Budget("lock", "ratio", 1.3, configs=_LOCKS),
+    Budget("mem-locks", "per-task", 1024, metric="bytes", unit="B/lock", configs=_LOCKS),
 )
 
 
@@ -101,8 +112,8 @@ class Verdict:
 def _format(value: float, unit: str) -> str:
     if unit == "MB":
         return f"{value / _MB:+.1f} MB"
-    if unit == "B/task":
-        return f"{value:.0f} B/task"
+    if unit.startswith("B/"):
+        return f"{value:.0f} {unit}"
     return f"{value:.2f}x"
 
 
@@ -113,7 +124,7 @@ def evaluate(results: dict[str, dict[str, Any]]) -> list[Verdict]:
         cells = results.get(budget.workload)
         if cells is None:
             continue  # not selected for this run
-        for config in CHECKED_CONFIGS:
+        for config in budget.configs:
             if config not in cells:
                 continue
             verdicts.append(_verdict(budget, config, cells))
