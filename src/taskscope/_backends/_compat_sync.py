@@ -11,6 +11,7 @@ import asyncio
 import asyncio.locks
 import asyncio.queues
 import asyncio.tasks
+import functools
 import os
 import sys
 from typing import TYPE_CHECKING, Any, Final
@@ -277,12 +278,17 @@ def make_asyncio_lock_methods(  # noqa: PLR0915  # one closure per method, inlin
             return
         lock.release()
 
-    return {
+    methods: dict[str, Callable[..., Any]] = {
         "acquire": acquire,
         "release": release,
         "__aenter__": __aenter__,
         "__aexit__": __aexit__,
     }
+    for name, method in methods.items():
+        # The original's name, qualified name and module: what a task running
+        # ``lock.acquire`` is named after, and what tracebacks and inspect show.
+        functools.update_wrapper(method, getattr(lock_cls, name))
+    return methods
 
 
 def asyncio_awaited_task(task: Any) -> Any:
@@ -294,8 +300,12 @@ def asyncio_awaited_task(task: Any) -> Any:
 
 
 #: asyncio's own synchronisation modules: frames there are a primitive's constructor.
+#: Both spellings of each path (as imported, and resolved), so frames are matched by
+#: string work alone.
 ASYNCIO_SYNC_FILES: Final = frozenset(
-    os.path.realpath(module.__file__ or "") for module in (asyncio.locks, asyncio.queues)
+    form
+    for module in (asyncio.locks, asyncio.queues)
+    for form in (os.path.normpath(module.__file__ or ""), os.path.realpath(module.__file__ or ""))
 )
 
 # -- AnyIO -----------------------------------------------------------------------------
@@ -316,16 +326,24 @@ def anyio_backend_classes(module: ModuleType) -> dict[str, type]:
     return classes
 
 
+def anyio_context_bypasses_acquire(cls: type, backend: str) -> bool:
+    """True when ``async with`` on `cls` does not go through its own ``acquire`` and
+    ``release``: AnyIO's trio ``CapacityLimiter`` enters the trio limiter it wraps
+    directly, so its ``__aenter__``/``__aexit__`` are what to wrap."""
+    return backend == "trio" and "__aenter__" in vars(cls) and "__aexit__" in vars(cls)
+
+
 # -- trio --------------------------------------------------------------------------------
 
 TRIO_SYNC: Final = "trio._sync"
 
 
 def trio_sync_files() -> frozenset[str]:
-    """Return the files holding trio's primitives (their constructors run there)."""
+    """Return the files holding trio's primitives (their constructors run there), in both
+    spellings (resolves symlinks: call it when patching, not on the event loop)."""
     module = sys.modules.get(TRIO_SYNC)
     path = getattr(module, "__file__", None)
-    return frozenset([os.path.realpath(path)] if path else [])
+    return frozenset([os.path.normpath(path), os.path.realpath(path)] if path else [])
 
 
 def asyncio_semaphore_value(semaphore: Any) -> float | None:

@@ -253,9 +253,9 @@ class LockMonitor:
             detected_kind, backend = _kind_of(obj)
             site = tracker.user_location(sys._getframe(depth + 1))
             type_name = f"{type(obj).__module__}.{type(obj).__qualname__}"
-            state = tracker.register(obj, kind or detected_kind, type_name, backend, site, name)
-            if self._patcher is not None and not _is_wrapped(obj):
-                _warn_untracked(obj)
+            # An object of a class the monitor does not wrap is listed by its name,
+            # without holders or waits (docs/locks.md).
+            tracker.register(obj, kind or detected_kind, type_name, backend, site, name)
         elif name is not None:
             state.name = name
         return obj
@@ -316,19 +316,6 @@ def _kind_of(obj: Any) -> tuple[str, str]:
         if names.intersection(markers):
             return kind, backend
     return "lock", backend
-
-
-def _is_wrapped(obj: Any) -> bool:
-    """True when `obj`'s class methods go through the monitor's wrappers."""
-    acquire = getattr(type(obj), "acquire", None) or getattr(type(obj), "wait", None)
-    module = getattr(acquire, "__module__", "") or ""
-    return module.startswith("taskscope.")
-
-
-def _warn_untracked(obj: Any) -> None:
-    # A lock-like object of an unknown class: it is listed under its name, but only
-    # the primitives the monitor wraps report holders and waits.
-    return
 
 
 def track_lock(obj: Any, *, name: str | None = None, kind: str | None = None) -> Any:
@@ -396,11 +383,18 @@ def _primitive_info(
     tracker: SyncTracker, state: PrimitiveState, now: int, started: int, *, alive: bool
 ) -> PrimitiveInfo:
     """Build the record of one primitive (times in the state are ns)."""
-    location = tracker.location
+
+    def location(code: Any, lasti: int, record: TaskRecord | None) -> Location | None:
+        # No user frame (a task that runs ``lock.acquire`` itself): where it was created.
+        found = tracker.location(code, lasti)
+        if found is None and record is not None:
+            found = to_location(record.created_at)
+        return found
+
     holders = tuple(
         HolderInfo(
             task=_ref(record),
-            acquired_at=location(code, lasti),
+            acquired_at=location(code, lasti, record),
             since=(since - started) * 1e-9,
             held_for=(now - since) * 1e-9,
             task_ended=record is not None and record.ended is not None,
@@ -410,7 +404,7 @@ def _primitive_info(
     waiters = tuple(
         WaiterInfo(
             _ref(record),
-            location(code, lasti),
+            location(code, lasti, record),
             (since - started) * 1e-9,
             (now - since) * 1e-9,
             operation,
@@ -444,7 +438,7 @@ def _primitive_info(
         held_too_long=state.held_too_long,
         longest_hold=worst[0] * 1e-9 if worst is not None else None,
         longest_hold_task=_ref(worst[1]) if worst is not None else None,
-        longest_hold_at=location(worst[2], worst[3]) if worst is not None else None,
+        longest_hold_at=location(worst[2], worst[3], worst[1]) if worst is not None else None,
     )
 
 

@@ -15,6 +15,8 @@ tracked only through `track_lock`.
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import os
 import sys
 from typing import TYPE_CHECKING, Any, Final
@@ -47,14 +49,23 @@ _ANYIO_PLUMBING: Final = frozenset(
 )
 
 
-def _dir_of(module: ModuleType | None) -> str | None:
+def _dirs_of(module: ModuleType | None) -> list[str]:
+    """Return a module's directory in both spellings (as imported, and resolved).
+
+    Resolved only here, when a runtime is patched; frames are then classified by pure
+    string work, because touching the file system on the event loop is a blocking call
+    (AnyIO's blockbuster fixture rightly fails a test for it).
+    """
     path = getattr(module, "__file__", None)
-    return os.path.join(os.path.dirname(os.path.realpath(path)), "") if path else None
+    if not path:
+        return []
+    forms = {os.path.normpath(path), os.path.realpath(path)}
+    return sorted({os.path.join(os.path.dirname(form), "") for form in forms})
 
 
-def _real(code: CodeType) -> str:
+def _path_of(code: CodeType) -> str:
     filename = code.co_filename
-    return os.path.realpath(filename) if os.path.isabs(filename) else filename
+    return os.path.normpath(filename) if os.path.isabs(filename) else filename
 
 
 class SyncPatcher:
@@ -66,15 +77,25 @@ class SyncPatcher:
         self._type_names: dict[type, str] = {}
         self._creators: dict[tuple[str, CodeType], int] = {}
         self._library_dirs: tuple[str, ...] = ()
+        self._anyio_dirs: tuple[str, ...] = ()
+        self._sync_files: frozenset[str] = frozenset()
 
     def undo(self) -> None:
         """Restore every patched attribute."""
         self.patches.undo()
 
+    def replace(self, cls: type, name: str, wrapper: Callable[..., Any]) -> None:
+        """Set ``cls.name = wrapper``, with the original's name, qualified name, module,
+        docstring and ``__wrapped__`` (AnyIO names a task after the function it runs:
+        ``start_soon(semaphore.acquire)`` must name it as without taskscope)."""
+        functools.update_wrapper(wrapper, getattr(cls, name))
+        self.patches.replace(cls, name, wrapper)
+
     def _refresh_dirs(self) -> None:
-        dirs = [_dir_of(sys.modules.get(name)) for name in ("asyncio", "anyio", "trio")]
-        dirs.append(_dir_of(sys.modules.get("taskscope")))
-        self._library_dirs = tuple(d for d in dirs if d)
+        names = ("asyncio", "anyio", "trio", "taskscope")
+        self._library_dirs = tuple(d for name in names for d in _dirs_of(sys.modules.get(name)))
+        self._anyio_dirs = tuple(_dirs_of(sys.modules.get("anyio")))
+        self._sync_files = _compat_sync.ASYNCIO_SYNC_FILES | _compat_sync.trio_sync_files()
         self.tracker.cancelled_types = _compat_sync.cancelled_types()
 
     # -- creation -------------------------------------------------------------------
@@ -86,17 +107,16 @@ class SyncPatcher:
         known = self._creators.get(key)
         if known is not None:
             return known
-        real = _real(code)
-        in_library = real.startswith(self._library_dirs)
+        path = _path_of(code)
+        in_library = path.startswith(self._library_dirs)
         if code.co_filename.startswith("<attrs generated"):
             result = _SKIP
         elif family == "anyio":
-            anyio_dir = _dir_of(sys.modules.get("anyio")) or "\0"
-            if real.startswith(anyio_dir) and code.co_name in _ANYIO_PLUMBING:
+            if path.startswith(self._anyio_dirs) and code.co_name in _ANYIO_PLUMBING:
                 result = _SKIP
             else:
                 result = _INTERNAL if in_library else _USER
-        elif real in _compat_sync.ASYNCIO_SYNC_FILES or real in _compat_sync.trio_sync_files():
+        elif path in self._sync_files:
             result = _SKIP
         else:
             result = _INTERNAL if in_library else _USER
@@ -153,7 +173,7 @@ class SyncPatcher:
             except Exception as exc:  # noqa: BLE001  # never break a constructor
                 internal_error("lock monitor: register", exc)
 
-        self.patches.replace(cls, "__init__", __init__)
+        self.replace(cls, "__init__", __init__)
 
     # -- asyncio.Lock: the budgeted hot path ------------------------------------------
 
@@ -180,9 +200,12 @@ class SyncPatcher:
         *,
         nested: bool = False,
         borrower: bool = False,
+        reentry_raises: bool = False,
     ) -> None:
         """Wrap an async acquire method of `cls`: time the wait when it blocks, record
-        the hold when it succeeds (`task_of(state)` returns the running task)."""
+        the hold when it succeeds (`task_of(state)` returns the running task).
+        `reentry_raises`: acquiring it again while holding it raises at once (AnyIO's and
+        trio's locks and limiters): that is neither a wait nor a deadlock."""
         original = getattr(cls, name)
         tracker = self.tracker
         states = tracker.states
@@ -202,7 +225,7 @@ class SyncPatcher:
                     if state.acquiring is None:
                         state.acquiring = set()
                     state.acquiring.add(task_key)
-                if would_block(obj):
+                if would_block(obj) and not (reentry_raises and tracker.holding(state, key)):
                     since = tracker.wait_begin(state, key, record, frame, "acquire")
             except Exception as exc:  # noqa: BLE001
                 internal_error("lock monitor: acquire", exc)
@@ -235,7 +258,7 @@ class SyncPatcher:
             except Exception as error:  # noqa: BLE001
                 internal_error("lock monitor: acquire", error)
 
-        self.patches.replace(cls, name, acquire)
+        self.replace(cls, name, acquire)
 
     def wrap_acquire_nowait(
         self, cls: type, name: str, task_of: Callable[[Any], Any], *, borrower: bool = False
@@ -260,7 +283,7 @@ class SyncPatcher:
                     internal_error("lock monitor: acquire_nowait", exc)
             return result
 
-        self.patches.replace(cls, name, acquire_nowait)
+        self.replace(cls, name, acquire_nowait)
 
     def wrap_release(
         self, cls: type, name: str, task_of: Callable[[Any], Any], *, borrower: bool = False
@@ -270,8 +293,7 @@ class SyncPatcher:
         tracker = self.tracker
         states = tracker.states
 
-        def release(obj: Any, *args: Any, **kwargs: Any) -> Any:
-            result = original(obj, *args, **kwargs)
+        def released(obj: Any, args: tuple[Any, ...]) -> None:
             state = states.get(id(obj))
             if state is not None and (state.holder is not None or state.holds):
                 try:
@@ -279,9 +301,23 @@ class SyncPatcher:
                     tracker.unhold(state, key)
                 except Exception as exc:  # noqa: BLE001
                     internal_error("lock monitor: release", exc)
+
+        if inspect.iscoroutinefunction(original):  # an ``__aexit__``
+
+            async def release_async(obj: Any, *args: Any, **kwargs: Any) -> Any:
+                result = await original(obj, *args, **kwargs)
+                released(obj, ())
+                return result
+
+            self.replace(cls, name, release_async)
+            return
+
+        def release(obj: Any, *args: Any, **kwargs: Any) -> Any:
+            result = original(obj, *args, **kwargs)
+            released(obj, args)
             return result
 
-        self.patches.replace(cls, name, release)
+        self.replace(cls, name, release)
 
     def wrap_wait(
         self,
@@ -322,7 +358,7 @@ class SyncPatcher:
                 internal_error("lock monitor: wait", error)
             return result
 
-        self.patches.replace(cls, name, wait)
+        self.replace(cls, name, wait)
 
     # -- per runtime ----------------------------------------------------------------
 
@@ -358,7 +394,7 @@ class SyncPatcher:
             for cls in {trio.Lock, trio.StrictFIFOLock, base}:
                 if "__init__" in vars(cls):
                     self.wrap_init(cls, "lock", "trio", "trio")
-            self.wrap_acquire(base, "acquire", task, _locked, nested=True)
+            self.wrap_acquire(base, "acquire", task, _locked, nested=True, reentry_raises=True)
             self.wrap_acquire_nowait(base, "acquire_nowait", task)
             self.wrap_release(base, "release", task)
         self.wrap_init(trio.Semaphore, "semaphore", "trio", "trio", capacity=_value_of)
@@ -375,13 +411,24 @@ class SyncPatcher:
         """A capacity limiter: `routed` when its task methods call the borrower ones."""
         self.wrap_init(cls, "capacity-limiter", backend, family, capacity=_total_tokens)
         block = _no_tokens
-        self.wrap_acquire(cls, "acquire_on_behalf_of", task, block, nested=True, borrower=True)
+        self.wrap_acquire(
+            cls,
+            "acquire_on_behalf_of",
+            task,
+            block,
+            nested=True,
+            borrower=True,
+            reentry_raises=True,
+        )
         self.wrap_acquire_nowait(cls, "acquire_on_behalf_of_nowait", task, borrower=True)
         self.wrap_release(cls, "release_on_behalf_of", task, borrower=True)
         if not routed:
-            self.wrap_acquire(cls, "acquire", task, block)
+            self.wrap_acquire(cls, "acquire", task, block, reentry_raises=True)
             self.wrap_acquire_nowait(cls, "acquire_nowait", task)
             self.wrap_release(cls, "release", task)
+        if _compat_sync.anyio_context_bypasses_acquire(cls, backend):
+            self.wrap_acquire(cls, "__aenter__", task, block, reentry_raises=True)
+            self.wrap_release(cls, "__aexit__", task)
 
     def patch_anyio_backend(self, module: ModuleType, backend: str) -> None:
         """Wrap one AnyIO backend's Lock, Semaphore, CapacityLimiter and Event."""
@@ -395,7 +442,7 @@ class SyncPatcher:
         lock = classes.get("Lock")
         if lock is not None:
             self.wrap_init(lock, "lock", backend, "anyio")
-            self.wrap_acquire(lock, "acquire", task, _locked)
+            self.wrap_acquire(lock, "acquire", task, _locked, reentry_raises=True)
             self.wrap_acquire_nowait(lock, "acquire_nowait", task)
             self.wrap_release(lock, "release", task)
         semaphore = classes.get("Semaphore")

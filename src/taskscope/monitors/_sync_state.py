@@ -314,6 +314,13 @@ class SyncTracker:
         code, lasti = self.site(state, frame)
         self.add_hold(state, (key, record, self.clock(), code, lasti))
 
+    def holding(self, state: PrimitiveState, key: int) -> bool:
+        """True when the task (or borrower) `key` holds `state` now."""
+        holder = state.holder
+        if holder is not None and holder[0] == key:
+            return True
+        return any(hold[0] == key for hold in state.holds or ())
+
     def unhold(self, state: PrimitiveState, key: int) -> None:
         """The holder `key` released `state` (the oldest hold when `key` holds none:
         a semaphore may be released by another task than the one that acquired it)."""
