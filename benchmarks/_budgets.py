@@ -10,12 +10,16 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 #: "ratio": median wall time of `config` over plain of the same flavour.
-#: "per-task": (config - plain) of a memory metric, divided by the number of tasks.
+#: "per-task": (config - plain) of a memory metric, divided by the workload's first size
+#: (its tasks, or for ``mem-locks`` its locks).
 #: "delta": (config - plain) of a memory metric, in bytes.
 Measure = Literal["ratio", "per-task", "delta"]
 
-#: Configurations the budgets hold for: taskscope as users leave it on.
+#: Configurations the budgets hold for unless a row says otherwise: taskscope as users
+#: leave it on.
 CHECKED_CONFIGS: Final = ("taskscope",)
+#: The lock monitor's budgets (issue 4) hold with it on.
+_LOCKS: Final = ("taskscope-locks",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,8 +31,8 @@ class Budget:
         measure: how the figure is derived (see `Measure`).
         allowed: the largest acceptable figure.
         metric: for memory budgets, the worker metric compared.
-        unit: how the figure is printed ("x", "B/task", "MB").
-        configs: the configurations it holds for.
+        unit: how the figure is printed ("x", "B/task", "B/lock", "MB").
+        configs: the configurations it is checked for.
     """
 
     workload: str
@@ -64,6 +68,11 @@ BUDGETS: Final[tuple[Budget, ...]] = (
         Budget(f"anyio-spawn{suffix}", "ratio", 1.25, configs=("taskscope-scopes",))
         for suffix in ("", "-uvloop", "-trio")
     ),
+    # Issue 4: the lock monitor (uncontended asyncio.Lock, the contended lock workload,
+    # and the memory of one tracked primitive).
+    Budget("lock-uncontended", "ratio", 1.5, configs=_LOCKS),
+    Budget("lock", "ratio", 1.3, configs=_LOCKS),
+    Budget("mem-locks", "per-task", 1024, metric="bytes", unit="B/lock", configs=_LOCKS),
 )
 
 
@@ -113,8 +122,8 @@ class Verdict:
 def _format(value: float, unit: str) -> str:
     if unit == "MB":
         return f"{value / _MB:+.1f} MB"
-    if unit == "B/task":
-        return f"{value:.0f} B/task"
+    if unit.startswith("B/"):
+        return f"{value:.0f} {unit}"
     return f"{value:.2f}x"
 
 

@@ -33,6 +33,7 @@ class Workload:
         smoke_sizes: tiny arguments that only prove the harness works.
         description: one line for the table and docs.
         scaled: which size ``--scale`` multiplies (the count of operations).
+        per: what a memory workload's first size counts ("task", "lock").
     """
 
     name: str
@@ -43,6 +44,7 @@ class Workload:
     smoke_sizes: tuple[int, ...]
     description: str
     scaled: int = 0
+    per: str = "task"
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +135,13 @@ WORKLOADS: Final[tuple[Workload, ...]] = (
         "contended lock, 1M acquire/release across 100 tasks",
     ),
     *_family(
+        "lock-uncontended",
+        _ALL_FLAVOURS,
+        (1_000_000,),
+        (500,),
+        "uncontended lock, 1M async with lock: pass in one task",
+    ),
+    *_family(
         "anyio-spawn",
         _ALL_FLAVOURS,
         (200_000, 1_000),
@@ -163,6 +172,16 @@ WORKLOADS: Final[tuple[Workload, ...]] = (
         sizes=(100_000,),
         smoke_sizes=(500,),
         description="tracemalloc bytes with 100k pending tasks",
+    ),
+    Workload(
+        name="mem-locks",
+        program="mem-locks",
+        flavour="asyncio",
+        kind="memory",
+        sizes=(10_000,),
+        smoke_sizes=(200,),
+        description="tracemalloc bytes per asyncio.Lock acquired, and contended, once",
+        per="lock",
     ),
     Workload(
         name="mem-finished",
@@ -203,6 +222,14 @@ CONFIGS: Final[tuple[Config, ...]] = (
         "taskscope",
         "taskscope",
         "taskscope.install(scopes=True): the cancel-scope monitor's own cost",
+    ),
+    Config(
+        "taskscope-locks",
+        frozenset(_ALL_FLAVOURS),
+        _BOTH,
+        "taskscope",
+        "taskscope",
+        "taskscope.install(locks=True): the lock monitor on (its budgets are checked here)",
     ),
     Config(
         "asyncio-debug",

@@ -161,11 +161,11 @@ def _memory_cell(workload: Workload, cell: dict[str, Any], base: dict[str, Any] 
         if base is None or cell is base:
             return f"{value / _MB:.1f} MB"
         return f"{(value - base['metrics']['rss_after']) / _MB:+.1f} MB"
-    per_task = metrics["bytes"] / cell["sizes"][0]
+    per_item = metrics["bytes"] / cell["sizes"][0]
     if base is None or cell is base:
-        return f"{per_task:.0f} B/task"
+        return f"{per_item:.0f} B/{workload.per}"
     delta = (metrics["bytes"] - base["metrics"]["bytes"]) / cell["sizes"][0]
-    return f"{delta:+.0f} B/task"
+    return f"{delta:+.0f} B/{workload.per}"
 
 
 def _rows(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -303,6 +303,6 @@ def _memory_workload(name: str) -> Workload:
 def _budget_value(value: float, unit: str) -> str:
     if unit == "MB":
         return f"{value / _MB:+.1f} MB"
-    if unit == "B/task":
-        return f"{value:.0f} B/task"
+    if unit.startswith("B/"):
+        return f"{value:.0f} {unit}"
     return f"{value:.2f}x"

@@ -31,6 +31,12 @@ EVERY_MONITOR: Final[dict[str, Any]] = {
     "history_size": 10_000,
 }
 
+#: `taskscope.install` options of the configurations that turn one monitor on.
+CONFIG_OPTIONS: Final[dict[str, dict[str, Any]]] = {
+    "taskscope-locks": {"locks": True},
+    "taskscope-scopes": {"scopes": True},
+}
+
 Program = Callable[..., Awaitable[Any]]
 Metrics = dict[str, float]
 
@@ -97,6 +103,14 @@ async def lock_asyncio(total: int, tasks: int) -> None:
     await asyncio.gather(*[worker() for _ in range(tasks)])
 
 
+async def lock_uncontended_asyncio(total: int) -> None:
+    """Acquire and release one `asyncio.Lock` `total` times in one task: never contended."""
+    lock = asyncio.Lock()
+    for _ in range(total):
+        async with lock:
+            pass
+
+
 # ---------------------------------------------------------------- trio workloads
 
 
@@ -156,6 +170,16 @@ async def lock_trio(total: int, tasks: int) -> None:
     async with trio.open_nursery() as nursery:
         for _ in range(tasks):
             nursery.start_soon(worker)
+
+
+async def lock_uncontended_trio(total: int) -> None:
+    """Acquire and release one `trio.Lock` `total` times in one task: never contended."""
+    import trio
+
+    lock = trio.Lock()
+    for _ in range(total):
+        async with lock:
+            pass
 
 
 # ---------------------------------------------------------------- AnyIO workloads (any loop)
@@ -232,6 +256,34 @@ async def mem_live_traced(count: int) -> Metrics:
         tracemalloc.stop()
 
 
+async def mem_locks(count: int) -> Metrics:
+    """tracemalloc-traced growth per `asyncio.Lock` that was acquired once uncontended
+    and once contended (two long-lived tasks take every lock in turn, so no task is
+    created per lock and the figure is the locks' own)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        locks = [asyncio.Lock() for _ in range(count)]
+        for lock in locks:
+            async with lock:
+                pass
+
+        async def take_all() -> None:
+            for lock in locks:
+                async with lock:
+                    await asyncio.sleep(0)  # the other task queues on this lock
+
+        await asyncio.gather(take_all(), take_all())
+        gc.collect()
+        during = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    return {"bytes": float(during - before), "bytes_per_lock": (during - before) / count}
+
+
 async def mem_finished(total: int, batch: int) -> Metrics:
     """RSS after `total` tasks have finished (the history must stay bounded)."""
     gc.collect()
@@ -249,12 +301,15 @@ PROGRAMS: Final[dict[tuple[str, str], Program]] = {
     ("echo", "trio"): echo_trio,
     ("lock", "asyncio"): lock_asyncio,
     ("lock", "trio"): lock_trio,
+    ("lock-uncontended", "asyncio"): lock_uncontended_asyncio,
+    ("lock-uncontended", "trio"): lock_uncontended_trio,
     ("anyio-spawn", "asyncio"): anyio_spawn,
     ("anyio-spawn", "trio"): anyio_spawn,
     ("cancel-scope", "asyncio"): cancel_scope,
     ("cancel-scope", "trio"): cancel_scope,
     ("mem-live", "asyncio"): mem_live,
     ("mem-live-traced", "asyncio"): mem_live_traced,
+    ("mem-locks", "asyncio"): mem_locks,
     ("mem-finished", "asyncio"): mem_finished,
 }
 
@@ -289,12 +344,12 @@ def every_monitor_options() -> dict[str, Any]:
 @contextlib.contextmanager
 def _process_wide(config: Config, details: dict[str, Any]) -> Iterator[None]:
     """Install what a configuration hooks process-wide (before any loop exists)."""
-    if config.name in ("taskscope", "taskscope-all", "taskscope-scopes"):
+    if config.name in ("taskscope", "taskscope-all", "taskscope-locks", "taskscope-scopes"):
         import taskscope
 
-        options = every_monitor_options() if config.name == "taskscope-all" else {}
-        if config.name == "taskscope-scopes":
-            options = {"scopes": True}
+        options = CONFIG_OPTIONS.get(config.name) or (
+            every_monitor_options() if config.name == "taskscope-all" else {}
+        )
         details["options"] = {key: repr(value) for key, value in options.items()}
         session = taskscope.install(**options)
         try:

@@ -102,3 +102,30 @@ class TestOptInMonitors:
         )
         report = json.loads(report_path.read_text(encoding="utf-8"))
         assert not {"locks", "resources", "scopes"} & set(report)
+
+    def test_summary_lines(self, tmp_path: Path) -> None:
+        """The console summary lists what is still held and what was left open, with the
+        lines that acquired and opened them."""
+        (tmp_path / "app.py").write_text(PROGRAM, encoding="utf-8")
+        result = subprocess.run(
+            [sys.executable, "-m", "taskscope", "run", "--locks", "--resources", "app.py"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        source = PROGRAM.splitlines()
+
+        def line(text: str) -> int:
+            return next(n for n, code in enumerate(source, start=1) if text in code)
+
+        text = " ".join(result.stderr.split())  # the summary wraps at 100 columns
+        assert (
+            f"still held asyncio.Lock at app.py:{line('asyncio.Lock()')} by task 'Task-2'" in text
+        ), result.stderr
+        assert f"acquired at app.py:{line('never released')} in hold" in text, result.stderr
+        opened = f"opened at app.py:{line('never closed')} in leaves_stream_open"
+        assert "unclosed transport" in text, result.stderr
+        assert opened in text, result.stderr

@@ -8,25 +8,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import taskscope
+from taskscope._core._faults import internal_error_counts, reset_internal_errors
 from taskscope.monitors._locks import LockMonitor, LocksSnapshot, track_lock
 from taskscope.reports._json import to_jsonable
 from tests.conftest import line_of, run_on
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from taskscope import Session
-
-
-@pytest.fixture
-def locks(session: Session) -> Iterator[LockMonitor]:
-    """A lock monitor installed on the test's session."""
-    monitor = LockMonitor(held_too_long=0.05)
-    monitor.install(session.registry)
-    try:
-        yield monitor
-    finally:
-        monitor.uninstall()
 
 
 def _by_line(snapshot: LocksSnapshot, line: int) -> Any:
@@ -83,6 +71,51 @@ class TestHolders:
                 assert len(snap.holders) == 2
 
         asyncio.run(main())
+
+
+class TestQueues:
+    """asyncio queues: consumers blocked in ``get``, producers blocked in ``put``."""
+
+    def test_get_and_put_waiters(self, locks: LockMonitor) -> None:
+        """Both kinds of waiter are listed at their lines; a subclass is tracked too."""
+        seen: list[LocksSnapshot] = []
+
+        async def main() -> None:
+            queue: asyncio.PriorityQueue[int] = asyncio.PriorityQueue(maxsize=1)  # queue
+
+            async def consumer() -> int:
+                return await queue.get()  # get waits
+
+            async def producer(item: int) -> None:
+                await queue.put(item)  # put waits
+
+            task = asyncio.create_task(consumer())
+            await asyncio.sleep(0)
+            seen.append(locks.snapshot())
+            await queue.put(1)
+            assert await task == 1
+            await queue.put(2)
+            blocked = asyncio.create_task(producer(3))
+            await asyncio.sleep(0)
+            seen.append(locks.snapshot())
+            assert queue.get_nowait() == 2
+            await blocked
+
+        asyncio.run(main())
+        getting, putting = (_by_line(s, line_of("queue")) for s in seen)
+        assert (getting.kind, getting.type, getting.capacity) == (
+            "queue",
+            "asyncio.PriorityQueue",
+            1.0,
+        )
+        assert [(w.operation, w.waiting_at.line) for w in getting.waiters if w.waiting_at] == [
+            ("get", line_of("get waits"))
+        ]
+        assert [(w.operation, w.waiting_at.line) for w in putting.waiters if w.waiting_at] == [
+            ("put", line_of("put waits"))
+        ]
+        after = _by_line(locks.snapshot(), line_of("queue"))
+        assert (after.waits, after.waiters, after.acquisitions) == (2, (), 0)
 
 
 class TestFindings:
@@ -244,6 +277,31 @@ class TestOtherBackends:
             if p.created_at and p.created_at.line == line_of("anyio lock")
         ]
         assert [(p.type, p.acquisitions) for p in matches] == [("anyio.Lock", 1)]
+
+
+class TestNoBlockingCalls:
+    """The monitor's own work on the loop never blocks it."""
+
+    def test_new_creation_site_under_blockbuster(self, locks: LockMonitor) -> None:
+        """Deciding who created a primitive is string work: AnyIO's blockbuster (which
+        fails a test for any file-system call on the loop) sees none."""
+        from blockbuster import blockbuster_ctx
+
+        reset_internal_errors()
+
+        async def main() -> None:
+            async def fresh_site() -> None:  # a code object classified for the first time
+                lock = asyncio.Lock()  # under blockbuster
+                async with lock:
+                    pass
+
+            with blockbuster_ctx():
+                await fresh_site()
+
+        asyncio.run(main())
+        assert internal_error_counts() == {}
+        lock = _by_line(locks.snapshot(), line_of("under blockbuster"))
+        assert lock.acquisitions == 1
 
 
 class TestTrackLock:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from typing import TYPE_CHECKING
+import sys
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -31,8 +32,7 @@ def resources(session: Session) -> Iterator[ResourceMonitor]:
 class TestStreams:
     """asyncio streams and servers are tracked from open to close."""
 
-    # uvloop: its C transports report closes only through polling; see docs/locks.md.
-    def test_open_and_close(self, resources: ResourceMonitor) -> None:
+    def test_open_and_close(self, resources: ResourceMonitor, loop_flavour: str) -> None:
         """A closed connection and server are not findings; open sites are the user's."""
 
         async def main() -> None:
@@ -48,14 +48,14 @@ class TestStreams:
             server.close()
             await server.wait_closed()
 
-        run_on("asyncio", main)
+        run_on(loop_flavour, main)
         resources.end_of_program()
         snapshot = resources.snapshot()
         lines = {r.kind: r.opened_at.line for r in snapshot.resources if r.opened_at}
         assert lines == {"server": line_of("server"), "transport": line_of("client")}
         assert resources.findings(snapshot) == []
 
-    def test_unclosed_at_exit(self, resources: ResourceMonitor) -> None:
+    def test_unclosed_at_exit(self, resources: ResourceMonitor, loop_flavour: str) -> None:
         """A connection still open at the end is resource-unclosed at its open site."""
         kept: list[object] = []
 
@@ -78,7 +78,28 @@ class TestStreams:
             server.close()
             await server.wait_closed()
 
-        asyncio.run(main())
+        run_on(loop_flavour, main)
+
+    def test_subprocess(self, resources: ResourceMonitor, loop_flavour: str) -> None:
+        """A subprocess waited for is closed (uvloop's transport has no weak references:
+        it is held until seen closed, then let go)."""
+
+        async def main() -> None:
+            process = await asyncio.create_subprocess_exec(  # spawned
+                sys.executable, "-c", "pass", stdout=asyncio.subprocess.DEVNULL
+            )
+            await process.wait()
+
+        run_on(loop_flavour, main)
+        resources.end_of_program()
+        snapshot = resources.snapshot()
+        spawned = [r for r in snapshot.resources if r.kind == "subprocess"]
+        assert [(r.opened_at.line if r.opened_at else None) for r in spawned] == [
+            line_of("spawned")
+        ]
+        assert spawned[0].closed is not None
+        assert resources.findings(snapshot) == []
+        assert all(r.strong is None for r in resources._open.values())
 
 
 class TestExplicit:
@@ -116,3 +137,97 @@ class TestExplicit:
         assert (stats.count, stats.ok, stats.errors, stats.success_rate) == (2, 1, 1, 0.5)
         statuses = [s.status for r in snapshot.resources for s in r.statuses]
         assert statuses == ["ready"]
+
+
+class _HttpServer:
+    """A minimal HTTP/1.1 server on 127.0.0.1: keep-alive, every answer "ok"."""
+
+    def __init__(self) -> None:
+        self.handlers: set[asyncio.Task[None]] = set()
+        self.server: asyncio.Server | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        """Listen on a free port."""
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.handlers.add(task)
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    async def stop(self) -> None:
+        """Stop listening and wait until every connection is closed by its client."""
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+        if self.handlers:
+            await asyncio.wait(self.handlers, timeout=5)
+
+
+class TestHttpClients:
+    """aiohttp.ClientSession and httpx.AsyncClient, against a local server."""
+
+    def test_aiohttp_session(self, resources: ResourceMonitor, loop_flavour: str) -> None:
+        """A session closed by ``async with`` is fine; one left open is reported at the
+        line that made it."""
+        import aiohttp
+
+        async def main() -> None:
+            server = _HttpServer()
+            await server.start()
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(server.url) as response,
+            ):
+                assert await response.text() == "ok"
+            leaked = aiohttp.ClientSession()  # leaked session
+            async with leaked.get(server.url) as response:
+                assert await response.text() == "ok"
+            resources.end_of_program()
+            findings.extend(resources.findings(resources.snapshot()))
+            await leaked.close()
+            await server.stop()
+
+        findings: list[Any] = []
+        run_on(loop_flavour, main)
+        sessions = [f for f in findings if f.details["kind"] == "http-session"]
+        assert [(f.kind, f.location.line) for f in sessions if f.location] == [
+            ("resource-unclosed", line_of("leaked session"))
+        ]
+        assert sessions[0].details["name"] == "ClientSession"
+
+    def test_httpx_client(self, resources: ResourceMonitor, loop_flavour: str) -> None:
+        """The same for httpx.AsyncClient; closed clients and their connections are not
+        findings."""
+        import httpx
+
+        async def main() -> None:
+            server = _HttpServer()
+            await server.start()
+            async with httpx.AsyncClient() as client:  # closed client
+                assert (await client.get(server.url)).text == "ok"
+            leaked = httpx.AsyncClient()  # leaked client
+            assert (await leaked.get(server.url)).text == "ok"
+            resources.end_of_program()
+            findings.extend(resources.findings(resources.snapshot()))
+            await leaked.aclose()
+            await server.stop()
+
+        findings: list[Any] = []
+        run_on(loop_flavour, main)
+        by_kind = sorted(
+            (f.details["kind"], f.location.line if f.location else 0) for f in findings
+        )
+        assert ("http-session", line_of("leaked client")) in by_kind
+        assert ("http-session", line_of("closed client")) not in by_kind
+        # Also open at that point: the leaked client's pooled connection and the server.
+        assert {kind for kind, _ in by_kind} == {"http-session", "transport", "server"}

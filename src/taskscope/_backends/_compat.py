@@ -146,6 +146,9 @@ class _PostImportFinder(importlib.abc.MetaPathFinder):
         path: Sequence[str] | None,
         target: ModuleType | None = None,
     ) -> importlib.machinery.ModuleSpec | None:
+        meta_path = sys.meta_path
+        if meta_path and meta_path[0] is not self:
+            _move_to_front(self)
         if fullname not in _import_callbacks:
             return None
         for finder in sys.meta_path:
@@ -159,6 +162,25 @@ class _PostImportFinder(importlib.abc.MetaPathFinder):
                 _wrap_loader(spec, fullname)
                 return spec
         return None
+
+
+def _move_to_front(finder: importlib.abc.MetaPathFinder) -> None:
+    """Put `finder` first in ``sys.meta_path`` again.
+
+    A finder inserted in front of it later loads modules without it ever seeing them:
+    pytest's assertion rewriter does that for every module of a plugin's distribution
+    (``anyio._backends._asyncio`` under AnyIO's pytest plugin). Being first changes
+    nothing else: `_PostImportFinder` answers only for watched modules, and then with
+    the spec of the finders behind it, in their order. Invariant: the import system
+    iterates ``sys.meta_path`` by index, and this runs while it consults `finder` at
+    index i > 0; after the move the finders from i + 1 on keep their index, so none is
+    skipped or asked twice.
+    """
+    with _import_lock:
+        meta_path = sys.meta_path
+        if finder in meta_path and meta_path[0] is not finder:
+            meta_path.remove(finder)
+            meta_path.insert(0, finder)
 
 
 def _wrap_loader(spec: importlib.machinery.ModuleSpec, fullname: str) -> None:

@@ -10,50 +10,285 @@ from __future__ import annotations
 import asyncio
 import asyncio.locks
 import asyncio.queues
+import asyncio.tasks
+import functools
 import os
 import sys
 from typing import TYPE_CHECKING, Any, Final
 
+from .._core._faults import internal_error
+
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Callable
     from types import ModuleType
 
-# -- asyncio.Lock fast path --------------------------------------------------------------
+# -- asyncio.Lock: the budgeted hot path ------------------------------------------------
 
-#: ``asyncio.Lock.acquire`` on 3.11-3.13 returns at once, without awaiting, when the lock
-#: is free and no live waiter is queued; the tracked acquire takes that same path itself
-#: (so the uncontended case costs no extra coroutine) and delegates everything else.
-ASYNCIO_LOCK_FAST_PATH: Final = (3, 11) <= sys.version_info < (3, 15)
+#: ``asyncio.Lock`` on 3.11-3.14: ``acquire`` returns at once, without awaiting, when the
+#: lock is free and no live waiter is queued; ``release`` clears ``_locked`` and wakes the
+#: first waiter; ``async with`` is ``_ContextManagerMixin``'s ``await self.acquire()`` /
+#: ``self.release()``. The tracked methods take those same paths themselves, verbatim.
+ASYNCIO_LOCK_INLINE: Final = (3, 11) <= sys.version_info < (3, 15)
+
+#: The dict of the task each running loop is in a step of (``asyncio.tasks._current_tasks``,
+#: kept by the C tasks on 3.11-3.13). Asking it for a primitive's loop is the cheapest
+#: way to the current task: ``asyncio.current_task()`` first finds the running loop, which
+#: on 3.11 costs a ``getpid()`` system call (a fork check) and in a shared libpython a
+#: thread-local lookup, more than the rest of an uncontended acquisition.
+_CURRENT_TASKS: Final[dict[Any, Any] | None] = (
+    getattr(asyncio.tasks, "_current_tasks", None) if sys.version_info < (3, 14) else None
+)
 
 
-def make_asyncio_lock_acquire(
-    original: Callable[[Any], Awaitable[bool]],
-    acquired: Callable[[Any], None],
-    contended: Callable[[Any], Awaitable[bool]],
-) -> Callable[[Any], Awaitable[bool]]:
-    """Return a replacement for ``asyncio.Lock.acquire``.
+def running_loop() -> Any:
+    """Return the running event loop of this thread, or None."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
-    The uncontended case is asyncio's own fast path, verbatim, followed by
-    `acquired(lock)`; otherwise `contended(lock)` runs (which awaits `original`).
+
+def asyncio_task(state: Any) -> Any:
+    """Return the running asyncio task, or None outside of one.
+
+    Up to 3.13 the loop is cached in ``state.loop`` (the primitive's last loop): when
+    it has a task in a step right now, that is this thread's task, because a primitive
+    is only used by the loop it belongs to.
     """
-    if not ASYNCIO_LOCK_FAST_PATH:
+    if _CURRENT_TASKS is None:
+        try:
+            return asyncio.current_task()
+        except RuntimeError:
+            return None
+    loop = state.loop
+    if loop is not None:
+        task = _CURRENT_TASKS.get(loop)
+        if task is not None:
+            return task
+    loop = state.loop = running_loop()
+    return _CURRENT_TASKS.get(loop) if loop is not None else None
 
-        async def delegating_acquire(lock: Any) -> bool:
-            return await contended(lock)
 
-        return delegating_acquire
+def cancelled_types() -> tuple[type[BaseException], ...]:
+    """Return the exceptions that mean "cancelled" (asyncio's, and trio's once imported)."""
+    trio = sys.modules.get("trio")
+    cancelled = getattr(trio, "Cancelled", None)
+    if isinstance(cancelled, type) and issubclass(cancelled, BaseException):
+        return (asyncio.CancelledError, cancelled)
+    return (asyncio.CancelledError,)
+
+
+def make_asyncio_lock_methods(  # noqa: PLR0915  # one closure per method, inlined on purpose
+    lock_cls: Any, tracker: Any
+) -> dict[str, Callable[..., Any]]:
+    """Return tracked ``acquire``, ``release``, ``__aenter__`` and ``__aexit__`` for
+    `lock_cls` (``asyncio.Lock``), bookkeeping into `tracker` (a ``SyncTracker``).
+
+    The uncontended case runs asyncio's own fast path, verbatim, with the bookkeeping
+    inlined: no extra frame, and ``async with`` even saves the ``acquire`` coroutine
+    plain asyncio creates. A contended acquisition, an error (``release`` of an
+    unlocked lock), a subclass and a class whose ``acquire``/``release`` was replaced
+    since take asyncio's own code. One difference remains: ``async with`` on a plain
+    ``asyncio.Lock`` does not look for an ``acquire``/``release`` set on the instance.
+    Invariant: the inlined bookkeeping mirrors ``SyncTracker.hold`` and
+    ``SyncTracker.held`` (a lock's holder lives in ``state.holder``; times are ns).
+    """
+    states_get = tracker.states.get
+    live_get = tracker.live.get
+    clock = tracker.clock
+    threshold = tracker.held_too_long
+    slow_hold = tracker.hold
+    unhold = tracker.unhold
+    long_hold = tracker.long_hold
+    wait_begin = tracker.wait_begin
+    wait_end = tracker.wait_end
+    slow_task = asyncio_task
+    tasks_get = _CURRENT_TASKS.get if _CURRENT_TASKS is not None else None
+    getframe = sys._getframe
+    original_acquire = lock_cls.acquire
+    original_release = lock_cls.release
+    #: The state of the lock ``async with`` last entered or left: the next one on the
+    #: same lock finds it without hashing an ``id()``. Confirmed through the state's
+    #: weak reference, so another thread's update is harmless, and no lock is kept alive.
+    hot: Any = None
+
+    def acquired(state: Any, frame: Any) -> None:
+        # __aenter__'s bookkeeping, for a direct ``await lock.acquire()``.
+        key = id(slow_task(state))
+        code = frame.f_code
+        if code is state.site_code:
+            state.holder = (key, live_get(key), clock(), code, frame.f_lasti)
+        else:
+            state.holder = None  # the lock was free: any holder left is stale
+            slow_hold(state, key, live_get(key), frame)
+
+    def released(state: Any) -> None:
+        # __aexit__'s bookkeeping, for a direct ``lock.release()``.
+        entry = state.holder
+        if entry is None:
+            if state.holds:
+                unhold(state, 0)
+            return
+        state.holder = None
+        duration = clock() - entry[2]
+        hist = state.hist
+        if hist is None:
+            hist = state.hist = {}
+        if duration > state.hold_max:
+            state.hold_max = duration
+        index = duration.bit_length()
+        hist[index] = hist.get(index, 0) + 1
+        if duration >= threshold:
+            long_hold(state, entry, duration)
+
+    async def contended(lock: Any, state: Any, frame: Any) -> None:
+        # wait_begin and wait_end never raise.
+        try:
+            task = tasks_get(state.loop) if tasks_get is not None else None
+            key = id(task if task is not None else slow_task(state))
+            record = live_get(key)
+        except Exception as exc:  # noqa: BLE001
+            internal_error("lock monitor: acquire", exc)
+            await original_acquire(lock)
+            return
+        since = wait_begin(state, key, record, frame, "acquire")
+        try:
+            await original_acquire(lock)
+        except BaseException as exc:
+            wait_end(state, key, since, isinstance(exc, tracker.cancelled_types))
+            raise
+        wait_end(state, key, since, False, record, True)
 
     async def acquire(lock: Any) -> bool:
-        # Invariant: identical to asyncio's fast path, so fairness is unchanged.
+        # Invariant: asyncio's fast path, verbatim, so fairness is unchanged.
         if not lock._locked and (
             lock._waiters is None or all(w.cancelled() for w in lock._waiters)
         ):
             lock._locked = True
-            acquired(lock)
+            state = states_get(id(lock))
+            if state is not None:
+                try:
+                    acquired(state, getframe(1))
+                except Exception as exc:  # noqa: BLE001
+                    internal_error("lock monitor: acquire", exc)
             return True
-        return await contended(lock)
+        state = states_get(id(lock))
+        if state is None:
+            return await original_acquire(lock)  # type: ignore[no-any-return]
+        await contended(lock, state, getframe(1))
+        return True
 
-    return acquire
+    def release(lock: Any) -> None:
+        if lock._locked:
+            lock._locked = False
+            lock._wake_up_first()
+            state = states_get(id(lock))
+            if state is not None:
+                try:
+                    released(state)
+                except Exception as exc:  # noqa: BLE001
+                    internal_error("lock monitor: release", exc)
+        else:
+            original_release(lock)  # raises asyncio's own RuntimeError
+
+    async def __aenter__(lock: Any) -> None:  # noqa: N807
+        nonlocal hot
+        # The class itself with its tracked acquire only: a subclass, or a class whose
+        # acquire was replaced since (a mock), goes through ``self.acquire()``, as
+        # asyncio's mixin does.
+        if type(lock) is lock_cls and lock_cls.acquire is acquire:
+            if not lock._locked and (
+                lock._waiters is None or all(w.cancelled() for w in lock._waiters)
+            ):
+                lock._locked = True
+                state = hot
+                if state is None or state.ref() is not lock:
+                    state = states_get(id(lock))
+                if state is not None:
+                    try:
+                        # acquired(), inlined: this is the budgeted path.
+                        task = tasks_get(state.loop) if tasks_get is not None else None
+                        if task is None:
+                            task = slow_task(state)
+                        key = id(task)
+                        frame = getframe(1)
+                        code = frame.f_code
+                        if code is state.site_code:
+                            state.holder = (key, live_get(key), clock(), code, frame.f_lasti)
+                        else:
+                            state.holder = None  # the lock was free: a holder is stale
+                            slow_hold(state, key, live_get(key), frame)
+                        hot = state
+                    except Exception as exc:  # noqa: BLE001
+                        internal_error("lock monitor: acquire", exc)
+                return
+            state = states_get(id(lock))
+            if state is not None:
+                # contended(), inlined: one coroutine less to resume at each wakeup.
+                try:
+                    task = tasks_get(state.loop) if tasks_get is not None else None
+                    key = id(task if task is not None else slow_task(state))
+                    record = live_get(key)
+                except Exception as exc:  # noqa: BLE001
+                    internal_error("lock monitor: acquire", exc)
+                    await original_acquire(lock)
+                    return
+                since = wait_begin(state, key, record, getframe(1), "acquire")
+                try:
+                    await original_acquire(lock)
+                except BaseException as exc:
+                    wait_end(state, key, since, isinstance(exc, tracker.cancelled_types))
+                    raise
+                wait_end(state, key, since, False, record, True)
+                return
+        await lock.acquire()
+
+    async def __aexit__(lock: Any, exc_type: Any, exc: Any, tb: Any) -> None:  # noqa: N807
+        nonlocal hot
+        if type(lock) is lock_cls and lock._locked and lock_cls.release is release:
+            lock._locked = False
+            lock._wake_up_first()
+            state = hot
+            if state is None or state.ref() is not lock:
+                state = states_get(id(lock))
+                hot = state
+            if state is not None:
+                try:
+                    # released(), inlined.
+                    entry = state.holder
+                    if entry is not None:
+                        state.holder = None
+                        duration = clock() - entry[2]
+                        hist = state.hist
+                        if hist is None:
+                            hist = state.hist = {}
+                        if duration > state.hold_max:
+                            state.hold_max = duration
+                        index = duration.bit_length()
+                        try:
+                            hist[index] += 1
+                        except KeyError:
+                            hist[index] = 1
+                        if duration >= threshold:
+                            long_hold(state, entry, duration)
+                    elif state.holds:
+                        unhold(state, 0)
+                except Exception as error:  # noqa: BLE001
+                    internal_error("lock monitor: release", error)
+            return
+        lock.release()
+
+    methods: dict[str, Callable[..., Any]] = {
+        "acquire": acquire,
+        "release": release,
+        "__aenter__": __aenter__,
+        "__aexit__": __aexit__,
+    }
+    for name, method in methods.items():
+        # The original's name, qualified name and module: what a task running
+        # ``lock.acquire`` is named after, and what tracebacks and inspect show.
+        functools.update_wrapper(method, getattr(lock_cls, name))
+    return methods
 
 
 def asyncio_awaited_task(task: Any) -> Any:
@@ -65,8 +300,12 @@ def asyncio_awaited_task(task: Any) -> Any:
 
 
 #: asyncio's own synchronisation modules: frames there are a primitive's constructor.
+#: Both spellings of each path (as imported, and resolved), so frames are matched by
+#: string work alone.
 ASYNCIO_SYNC_FILES: Final = frozenset(
-    os.path.realpath(module.__file__ or "") for module in (asyncio.locks, asyncio.queues)
+    form
+    for module in (asyncio.locks, asyncio.queues)
+    for form in (os.path.normpath(module.__file__ or ""), os.path.realpath(module.__file__ or ""))
 )
 
 # -- AnyIO -----------------------------------------------------------------------------
@@ -87,16 +326,24 @@ def anyio_backend_classes(module: ModuleType) -> dict[str, type]:
     return classes
 
 
+def anyio_context_bypasses_acquire(cls: type, backend: str) -> bool:
+    """True when ``async with`` on `cls` does not go through its own ``acquire`` and
+    ``release``: AnyIO's trio ``CapacityLimiter`` enters the trio limiter it wraps
+    directly, so its ``__aenter__``/``__aexit__`` are what to wrap."""
+    return backend == "trio" and "__aenter__" in vars(cls) and "__aexit__" in vars(cls)
+
+
 # -- trio --------------------------------------------------------------------------------
 
 TRIO_SYNC: Final = "trio._sync"
 
 
 def trio_sync_files() -> frozenset[str]:
-    """Return the files holding trio's primitives (their constructors run there)."""
+    """Return the files holding trio's primitives (their constructors run there), in both
+    spellings (resolves symlinks: call it when patching, not on the event loop)."""
     module = sys.modules.get(TRIO_SYNC)
     path = getattr(module, "__file__", None)
-    return frozenset([os.path.realpath(path)] if path else [])
+    return frozenset([os.path.normpath(path), os.path.realpath(path)] if path else [])
 
 
 def asyncio_semaphore_value(semaphore: Any) -> float | None:
@@ -136,27 +383,3 @@ def is_closed(obj: Any) -> bool | None:
         if isinstance(value, bool):
             return value
     return None
-
-
-def fast_current_task() -> Callable[[], Any]:
-    """Return the cheapest function answering ``asyncio.current_task()`` inside a task.
-
-    ``asyncio.current_task`` is a Python function that looks the loop up; the C module
-    has ``current_task`` from 3.12; on 3.11 the task table and the C
-    ``get_running_loop`` are read directly.
-    """
-    import _asyncio
-
-    current = getattr(_asyncio, "current_task", None)
-    if current is not None:
-        return current  # type: ignore[no-any-return]
-    table = getattr(asyncio.tasks, "_current_tasks", None)
-    get_loop = getattr(_asyncio, "get_running_loop", None)
-    if isinstance(table, dict) and get_loop is not None:
-        get = table.get
-
-        def current_task() -> Any:
-            return get(get_loop())
-
-        return current_task
-    return asyncio.current_task

@@ -19,7 +19,14 @@ from .._core._faults import internal_error
 from .._core._location import to_location
 from .._core._records import Location, TaskRef
 from ._sync_patches import SyncPatcher
-from ._sync_state import HOLDING_KINDS, Histogram, PrimitiveState, SyncTracker, display_name
+from ._sync_state import (
+    HOLDING_KINDS,
+    PrimitiveState,
+    SyncTracker,
+    bucket_counts,
+    display_name,
+    quantile,
+)
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -244,11 +251,11 @@ class LockMonitor:
         state = tracker.states.get(id(obj))
         if state is None:
             detected_kind, backend = _kind_of(obj)
-            site = tracker.user_frame(sys._getframe(depth + 1))
+            site = tracker.user_location(sys._getframe(depth + 1))
             type_name = f"{type(obj).__module__}.{type(obj).__qualname__}"
-            state = tracker.register(obj, kind or detected_kind, type_name, backend, site, name)
-            if self._patcher is not None and not _is_wrapped(obj):
-                _warn_untracked(obj)
+            # An object of a class the monitor does not wrap is listed by its name,
+            # without holders or waits (docs/locks.md).
+            tracker.register(obj, kind or detected_kind, type_name, backend, site, name)
         elif name is not None:
             state.name = name
         return obj
@@ -265,17 +272,13 @@ class LockMonitor:
         except Exception as exc:  # noqa: BLE001
             internal_error("lock monitor: deadlock check", exc)
         now = tracker.clock()
-        started = tracker.registry.started
+        started = tracker.started
         states = list(tracker.states.values())
-        listed = [
-            s
-            for s in states
-            if self.idle_primitives or s.acquisitions or s.waits or s.wait_hist or s.holds
-        ]
+        listed = [s for s in states if self.idle_primitives or s.active()]
         retired = list(tracker.retired)
         primitives = tuple(
-            [_primitive_info(s, now, started, alive=True) for s in listed]
-            + [_primitive_info(s, now, started, alive=False) for s in retired]
+            [_primitive_info(tracker, s, now, started, alive=True) for s in listed]
+            + [_primitive_info(tracker, s, now, started, alive=False) for s in retired]
         )
         deadlocks = tuple(_deadlock_info(d) for d in list(tracker.deadlocks))
         return LocksSnapshot(
@@ -313,19 +316,6 @@ def _kind_of(obj: Any) -> tuple[str, str]:
         if names.intersection(markers):
             return kind, backend
     return "lock", backend
-
-
-def _is_wrapped(obj: Any) -> bool:
-    """True when `obj`'s class methods go through the monitor's wrappers."""
-    acquire = getattr(type(obj), "acquire", None) or getattr(type(obj), "wait", None)
-    module = getattr(acquire, "__module__", "") or ""
-    return module.startswith("taskscope.")
-
-
-def _warn_untracked(obj: Any) -> None:
-    # A lock-like object of an unknown class: it is listed under its name, but only
-    # the primitives the monitor wraps report holders and waits.
-    return
 
 
 def track_lock(obj: Any, *, name: str | None = None, kind: str | None = None) -> Any:
@@ -377,34 +367,56 @@ def _ref(record: TaskRecord | None) -> TaskRef | None:
     return TaskRef(record.id, record.current_name()) if record is not None else None
 
 
-def _distribution(hist: Histogram | None, zeros: int) -> Distribution:
-    if hist is None:
-        return Distribution(zeros, 0.0, 0.0, 0.0)
+def _distribution(buckets: dict[int, int], largest: int, zeros: int) -> Distribution:
+    count = sum(buckets.values()) + zeros
+    if count == 0:
+        return Distribution(0, 0.0, 0.0, 0.0)
     return Distribution(
-        hist.count + zeros, hist.quantile(0.5, zeros), hist.quantile(0.99, zeros), hist.max
+        count,
+        quantile(buckets, largest, 0.5, zeros),
+        quantile(buckets, largest, 0.99, zeros),
+        largest * 1e-9,
     )
 
 
 def _primitive_info(
-    state: PrimitiveState, now: float, started: float, *, alive: bool
+    tracker: SyncTracker, state: PrimitiveState, now: int, started: int, *, alive: bool
 ) -> PrimitiveInfo:
+    """Build the record of one primitive (times in the state are ns)."""
+
+    def location(code: Any, lasti: int, record: TaskRecord | None) -> Location | None:
+        # No user frame (a task that runs ``lock.acquire`` itself): where it was created.
+        found = tracker.location(code, lasti)
+        if found is None and record is not None:
+            found = to_location(record.created_at)
+        return found
+
     holders = tuple(
         HolderInfo(
             task=_ref(record),
-            acquired_at=to_location(site),
-            since=since - started,
-            held_for=now - since,
+            acquired_at=location(code, lasti, record),
+            since=(since - started) * 1e-9,
+            held_for=(now - since) * 1e-9,
             task_ended=record is not None and record.ended is not None,
         )
-        for _key, record, since, site in list(state.holds)
+        for _key, record, since, code, lasti in state.current_holds()
     )
     waiters = tuple(
-        WaiterInfo(_ref(record), to_location(site), since - started, now - since, operation)
-        for record, since, site, operation in list(state.waits.values())
+        WaiterInfo(
+            _ref(record),
+            location(code, lasti, record),
+            (since - started) * 1e-9,
+            (now - since) * 1e-9,
+            operation,
+        )
+        for record, since, code, lasti, operation in list((state.waits or {}).values())
     )
     holding = state.kind in HOLDING_KINDS
-    waits = state.wait_hist.count if state.wait_hist is not None else 0
-    zeros = max(0, state.acquisitions - waits) if holding else 0
+    hold_buckets = bucket_counts(state.hist, wait=False)
+    wait_buckets = bucket_counts(state.hist, wait=True)
+    waits = sum(wait_buckets.values())
+    acquisitions = sum(hold_buckets.values()) + len(state.current_holds())
+    zeros = max(0, acquisitions - waits) if holding else 0
     worst = state.worst_hold
     return PrimitiveInfo(
         id=state.id,
@@ -417,18 +429,16 @@ def _primitive_info(
         alive=alive,
         holders=holders,
         waiters=waiters,
-        acquisitions=state.acquisitions,
+        acquisitions=acquisitions,
         waits=waits,
-        contention=(
-            min(1.0, waits / state.acquisitions) if holding and state.acquisitions else None
-        ),
+        contention=min(1.0, waits / acquisitions) if holding and acquisitions else None,
         cancelled_waits=state.cancelled_waits,
-        wait=_distribution(state.wait_hist, zeros),
-        hold=_distribution(state.hold_hist, 0),
+        wait=_distribution(wait_buckets, state.wait_max, zeros),
+        hold=_distribution(hold_buckets, state.hold_max, 0),
         held_too_long=state.held_too_long,
-        longest_hold=worst[0] if worst is not None else None,
+        longest_hold=worst[0] * 1e-9 if worst is not None else None,
         longest_hold_task=_ref(worst[1]) if worst is not None else None,
-        longest_hold_at=to_location(worst[2]) if worst is not None else None,
+        longest_hold_at=location(worst[2], worst[3], worst[1]) if worst is not None else None,
     )
 
 

@@ -134,6 +134,7 @@ class _Resource:
         "outcome",
         "ref",
         "statuses",
+        "strong",
         "type_name",
     )
 
@@ -160,6 +161,9 @@ class _Resource:
         self.outcome: str | None = None
         self.error: str | None = None
         self.ref: weakref.ref[Any] | None = None
+        #: The object itself, only when it cannot be weakly referenced (uvloop's process
+        #: transports): held until a poll sees it closed, or the end of the program.
+        self.strong: Any = None
         #: False when a close could go unseen before collection (a C transport class
         #: whose ``close`` cannot be wrapped): then collection alone is no finding.
         self.observable = True
@@ -228,6 +232,7 @@ class ResourceMonitor:
                 return
             self._installed = False
         self._patches.undo()
+        self._release_strong()
         if self in _active_monitors:
             _active_monitors.remove(self)
 
@@ -235,6 +240,12 @@ class ResourceMonitor:
         """From now on, whatever is still open is ``resource-unclosed``."""
         self._poll()
         self._ended = True
+        self._release_strong()
+
+    def _release_strong(self) -> None:
+        """Let go of the objects held only because they cannot be weakly referenced."""
+        for resource in list(self._open.values()):
+            resource.strong = None
 
     # -- wrappers -------------------------------------------------------------------
 
@@ -346,8 +357,16 @@ class ResourceMonitor:
                 resource.name = name
             return resource
         resource = self._new(kind, name or type(obj).__qualname__, type(obj), frame)
-        resource.ref = weakref.ref(obj, self._gone_callback)
-        self._ref_keys[id(resource.ref)] = key
+        try:
+            resource.ref = weakref.ref(obj, self._gone_callback)
+        except TypeError:
+            # uvloop's UVProcessTransport has no weak references: keep it until a poll
+            # sees it closed (it closes itself once the process has exited and been
+            # waited for), so its close is still seen.
+            resource.strong = obj
+            resource.observable = False
+        else:
+            self._ref_keys[id(resource.ref)] = key
         self._open[key] = resource
         if kind in _CLOSE_WATCHED_KINDS:
             self._watch_close(type(obj))
@@ -398,14 +417,21 @@ class ResourceMonitor:
 
     def _gone(self, ref: weakref.ref[Any]) -> None:
         key = self._ref_keys.pop(id(ref), None)
-        resource = self._open.pop(key, None) if key is not None else None
-        if resource is None or self.registry is None:
+        if key is None or self.registry is None:
+            return
+        resource = self._open.get(key)
+        if resource is None:
             return
         if resource.closed is None and resource.observable:
+            del self._open[key]
             resource.collected_open = True
             self._collected.append(resource)
         else:
-            self._closed.append(resource)
+            # A close that could not be watched (a C transport: uvloop's) is assumed to
+            # have happened by its collection: uvloop closes, and warns about, a
+            # transport collected open. Without this it was reported open at exit.
+            resource.ref = None
+            self.mark_closed(key, resource, self.registry.clock())
 
     def _poll(self) -> None:
         """Move resources that report themselves closed out of the open table."""
@@ -413,7 +439,7 @@ class ResourceMonitor:
             return
         now = self.registry.clock()
         for key, resource in list(self._open.items()):
-            obj = resource.ref() if resource.ref is not None else None
+            obj = resource.ref() if resource.ref is not None else resource.strong
             if obj is None:
                 continue
             try:
@@ -427,6 +453,7 @@ class ResourceMonitor:
         """Record that a resource was closed."""
         if resource.closed is None:
             resource.closed = now
+        resource.strong = None
         if self._open.pop(key, None) is not None:
             if resource.ref is not None:
                 self._ref_keys.pop(id(resource.ref), None)

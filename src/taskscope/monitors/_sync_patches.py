@@ -2,8 +2,9 @@
 
 Each wrapper calls the original method unchanged and does its bookkeeping around it, so
 fairness, cancellation and exceptions are the runtime's own. The only exception is
-``asyncio.Lock.acquire``'s uncontended fast path, which is asyncio's code verbatim (in
-`_compat_sync`), so that the common case costs no extra coroutine.
+``asyncio.Lock``'s uncontended path (``acquire``, ``release``, ``async with``), which
+runs asyncio's code verbatim with the bookkeeping inlined (in `_compat_sync`): it is the
+budgeted hot path.
 
 Which primitives are tracked: every one constructed while the monitor is installed,
 except those a library constructs for its own use (AnyIO's ``Event`` wraps an
@@ -14,6 +15,8 @@ tracked only through `track_lock`.
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import os
 import sys
 from typing import TYPE_CHECKING, Any, Final
@@ -46,14 +49,23 @@ _ANYIO_PLUMBING: Final = frozenset(
 )
 
 
-def _dir_of(module: ModuleType | None) -> str | None:
+def _dirs_of(module: ModuleType | None) -> list[str]:
+    """Return a module's directory in both spellings (as imported, and resolved).
+
+    Resolved only here, when a runtime is patched; frames are then classified by pure
+    string work, because touching the file system on the event loop is a blocking call
+    (AnyIO's blockbuster fixture rightly fails a test for it).
+    """
     path = getattr(module, "__file__", None)
-    return os.path.join(os.path.dirname(os.path.realpath(path)), "") if path else None
+    if not path:
+        return []
+    forms = {os.path.normpath(path), os.path.realpath(path)}
+    return sorted({os.path.join(os.path.dirname(form), "") for form in forms})
 
 
-def _real(code: CodeType) -> str:
+def _path_of(code: CodeType) -> str:
     filename = code.co_filename
-    return os.path.realpath(filename) if os.path.isabs(filename) else filename
+    return os.path.normpath(filename) if os.path.isabs(filename) else filename
 
 
 class SyncPatcher:
@@ -65,20 +77,26 @@ class SyncPatcher:
         self._type_names: dict[type, str] = {}
         self._creators: dict[tuple[str, CodeType], int] = {}
         self._library_dirs: tuple[str, ...] = ()
-        self.cancelled_types: tuple[type[BaseException], ...] = (asyncio.CancelledError,)
+        self._anyio_dirs: tuple[str, ...] = ()
+        self._sync_files: frozenset[str] = frozenset()
 
     def undo(self) -> None:
         """Restore every patched attribute."""
         self.patches.undo()
 
+    def replace(self, cls: type, name: str, wrapper: Callable[..., Any]) -> None:
+        """Set ``cls.name = wrapper``, with the original's name, qualified name, module,
+        docstring and ``__wrapped__`` (AnyIO names a task after the function it runs:
+        ``start_soon(semaphore.acquire)`` must name it as without taskscope)."""
+        functools.update_wrapper(wrapper, getattr(cls, name))
+        self.patches.replace(cls, name, wrapper)
+
     def _refresh_dirs(self) -> None:
-        dirs = [_dir_of(sys.modules.get(name)) for name in ("asyncio", "anyio", "trio")]
-        dirs.append(_dir_of(sys.modules.get("taskscope")))
-        self._library_dirs = tuple(d for d in dirs if d)
-        trio = sys.modules.get("trio")
-        cancelled = getattr(trio, "Cancelled", None)
-        if isinstance(cancelled, type) and issubclass(cancelled, BaseException):
-            self.cancelled_types = (asyncio.CancelledError, cancelled)
+        names = ("asyncio", "anyio", "trio", "taskscope")
+        self._library_dirs = tuple(d for name in names for d in _dirs_of(sys.modules.get(name)))
+        self._anyio_dirs = tuple(_dirs_of(sys.modules.get("anyio")))
+        self._sync_files = _compat_sync.ASYNCIO_SYNC_FILES | _compat_sync.trio_sync_files()
+        self.tracker.cancelled_types = _compat_sync.cancelled_types()
 
     # -- creation -------------------------------------------------------------------
 
@@ -89,17 +107,16 @@ class SyncPatcher:
         known = self._creators.get(key)
         if known is not None:
             return known
-        real = _real(code)
-        in_library = real.startswith(self._library_dirs)
+        path = _path_of(code)
+        in_library = path.startswith(self._library_dirs)
         if code.co_filename.startswith("<attrs generated"):
             result = _SKIP
         elif family == "anyio":
-            anyio_dir = _dir_of(sys.modules.get("anyio")) or "\0"
-            if real.startswith(anyio_dir) and code.co_name in _ANYIO_PLUMBING:
+            if path.startswith(self._anyio_dirs) and code.co_name in _ANYIO_PLUMBING:
                 result = _SKIP
             else:
                 result = _INTERNAL if in_library else _USER
-        elif real in _compat_sync.ASYNCIO_SYNC_FILES or real in _compat_sync.trio_sync_files():
+        elif path in self._sync_files:
             result = _SKIP
         else:
             result = _INTERNAL if in_library else _USER
@@ -149,162 +166,102 @@ class SyncPatcher:
                     frame = frame.f_back
                     depth += 1
                 state = tracker.register(
-                    obj, kind, type_name(type(obj)), backend, tracker.user_frame(frame)
+                    obj, kind, type_name(type(obj)), backend, tracker.user_location(frame)
                 )
                 if capacity is not None:
                     state.capacity = capacity(obj)
             except Exception as exc:  # noqa: BLE001  # never break a constructor
                 internal_error("lock monitor: register", exc)
 
-        self.patches.replace(cls, "__init__", __init__)
+        self.replace(cls, "__init__", __init__)
 
     # -- asyncio.Lock: the budgeted hot path ------------------------------------------
 
     def wrap_asyncio_lock(self, cls: type) -> None:
-        """Wrap ``asyncio.Lock.acquire``/``release`` (uncontended: asyncio's fast path).
-
-        This is the budgeted hot path: the work is inlined (one dict lookup, one clock
-        read and a tuple per acquire; a pop, a clock read and a bucket per release).
-        """
-        tracker = self.tracker
-        states = tracker.states
-        clock = tracker.clock
-        live = tracker.live
-        library = tracker.library_codes
-        user_frame = tracker.user_frame
-        current_task = _compat_sync.fast_current_task()
-        getframe = sys._getframe
-        original_acquire = cls.acquire  # type: ignore[attr-defined]
-        original_release = cls.release  # type: ignore[attr-defined]
-        contended = self._contended(original_acquire, current_task, None, nested=False)
-        held = tracker.held
-
-        def acquired(lock: Any) -> None:
-            state = states.get(id(lock))
-            if state is None:
-                return
-            try:
-                key = id(current_task())
-                frame: Any = getframe(2)
-                code = frame.f_code
-                if library.get(code):  # ``async with``: __aenter__, then the user's line
-                    frame = frame.f_back
-                    code = frame.f_code
-                if library.get(code) is False:
-                    site: Any = (code, frame.f_lineno)
-                else:
-                    site = user_frame(frame)
-                state.holds.append((key, live.get(key), clock(), site))
-                state.acquisitions += 1
-            except Exception as exc:  # noqa: BLE001
-                internal_error("lock monitor: acquire", exc)
-
-        def release(lock: Any) -> None:
-            original_release(lock)
-            state = states.get(id(lock))
-            if state is not None and state.holds:
-                try:
-                    # A Lock has one holder; any task may release it.
-                    held(state, state.holds.pop())
-                except Exception as exc:  # noqa: BLE001
-                    internal_error("lock monitor: release", exc)
-
-        self.patches.replace(
-            cls,
-            "acquire",
-            _compat_sync.make_asyncio_lock_acquire(original_acquire, acquired, contended),
-        )
-        self.patches.replace(cls, "release", release)
+        """Replace ``asyncio.Lock``'s acquire, release and ``async with`` methods (see
+        `_compat_sync.make_asyncio_lock_methods`); generic wrappers on other versions."""
+        if not _compat_sync.ASYNCIO_LOCK_INLINE:
+            task = self.tracker.asyncio_task
+            self.wrap_acquire(cls, "acquire", task, _locked)
+            self.wrap_release(cls, "release", task)
+            return
+        methods = _compat_sync.make_asyncio_lock_methods(cls, self.tracker)
+        for name, method in methods.items():
+            self.patches.replace(cls, name, method)
 
     # -- generic wrappers -----------------------------------------------------------
 
-    def _contended(
+    def wrap_acquire(
         self,
-        original: Callable[..., Any],
-        current_task: Callable[[], Any],
-        would_block: Callable[[Any], bool] | None,
+        cls: type,
+        name: str,
+        task_of: Callable[[Any], Any],
+        would_block: Callable[[Any], bool],
         *,
-        nested: bool,
+        nested: bool = False,
         borrower: bool = False,
-    ) -> Callable[..., Any]:
-        """Return an async acquire that times the wait when it blocks and records the
-        hold when it succeeds (`would_block` None: it is known to block)."""
+        reentry_raises: bool = False,
+    ) -> None:
+        """Wrap an async acquire method of `cls`: time the wait when it blocks, record
+        the hold when it succeeds (`task_of(state)` returns the running task).
+        `reentry_raises`: acquiring it again while holding it raises at once (AnyIO's and
+        trio's locks and limiters): that is neither a wait nor a deadlock."""
+        original = getattr(cls, name)
         tracker = self.tracker
         states = tracker.states
         live = tracker.live
-        patcher = self
 
         async def acquire(obj: Any, *args: Any, **kwargs: Any) -> Any:
             state = states.get(id(obj))
             if state is None:
                 return await original(obj, *args, **kwargs)
-            since = -1.0
+            since = -1
             try:
-                task_key = id(current_task())
+                frame = sys._getframe(1)
+                task_key = id(task_of(state))
                 key = id(args[0]) if borrower and args else task_key
                 record = live.get(key)
-                site = tracker.user_frame(sys._getframe(1))
                 if nested:
                     if state.acquiring is None:
                         state.acquiring = set()
                     state.acquiring.add(task_key)
-                if would_block is None or would_block(obj):
-                    since = tracker.wait_begin(state, key, record, site, "acquire")
+                if would_block(obj) and not (reentry_raises and tracker.holding(state, key)):
+                    since = tracker.wait_begin(state, key, record, frame, "acquire")
             except Exception as exc:  # noqa: BLE001
                 internal_error("lock monitor: acquire", exc)
                 return await original(obj, *args, **kwargs)
             try:
                 result = await original(obj, *args, **kwargs)
             except BaseException as exc:
-                patcher._after(state, task_key, key, since, None, None, exc, nested=nested)
+                done(state, task_key, key, since, None, None, exc)
                 raise
-            patcher._after(state, task_key, key, since, record, site, None, nested=nested)
+            done(state, task_key, key, since, record, frame, None)
             return result
 
-        return acquire
+        def done(  # noqa: PLR0917  # the acquire's locals, one call site each
+            state: Any,
+            task_key: int,
+            key: int,
+            since: int,
+            record: Any,
+            frame: Any,
+            exc: BaseException | None,
+        ) -> None:
+            try:
+                if nested and state.acquiring is not None:
+                    state.acquiring.discard(task_key)
+                if since >= 0:
+                    cancelled = exc is not None and isinstance(exc, tracker.cancelled_types)
+                    tracker.wait_end(state, key, since, cancelled, record, exc is None)
+                elif exc is None:
+                    tracker.hold(state, key, record, frame)
+            except Exception as error:  # noqa: BLE001
+                internal_error("lock monitor: acquire", error)
 
-    def _after(  # noqa: PLR0917  # internal, one call site
-        self,
-        state: Any,
-        task_key: int,
-        key: int,
-        since: float,
-        record: Any,
-        site: Any,
-        exc: BaseException | None,
-        *,
-        nested: bool,
-    ) -> None:
-        try:
-            if nested and state.acquiring is not None:
-                state.acquiring.discard(task_key)
-            if since >= 0:
-                cancelled = exc is not None and isinstance(exc, self.cancelled_types)
-                self.tracker.wait_end(state, key, since, cancelled=cancelled)
-            if exc is None:
-                self.tracker.hold(state, key, record, site)
-        except Exception as error:  # noqa: BLE001
-            internal_error("lock monitor: acquire", error)
-
-    def wrap_acquire(
-        self,
-        cls: type,
-        name: str,
-        current_task: Callable[[], Any],
-        would_block: Callable[[Any], bool],
-        *,
-        nested: bool = False,
-        borrower: bool = False,
-    ) -> None:
-        """Wrap an async acquire method of `cls`."""
-        original = getattr(cls, name)
-        wrapper = self._contended(
-            original, current_task, would_block, nested=nested, borrower=borrower
-        )
-        self.patches.replace(cls, name, wrapper)
+        self.replace(cls, name, acquire)
 
     def wrap_acquire_nowait(
-        self, cls: type, name: str, current_task: Callable[[], Any], *, borrower: bool = False
+        self, cls: type, name: str, task_of: Callable[[Any], Any], *, borrower: bool = False
     ) -> None:
         """Wrap a synchronous acquire (``acquire_nowait``): a hold when it returns."""
         original = getattr(cls, name)
@@ -317,44 +274,56 @@ class SyncPatcher:
             state = states.get(id(obj))
             if state is not None:
                 try:
-                    task_key = id(current_task())
+                    task_key = id(task_of(state))
                     acquiring = state.acquiring
                     if acquiring is None or task_key not in acquiring:
                         key = id(args[0]) if borrower and args else task_key
-                        site = tracker.user_frame(sys._getframe(1))
-                        tracker.hold(state, key, live.get(key), site)
+                        tracker.hold(state, key, live.get(key), sys._getframe(1))
                 except Exception as exc:  # noqa: BLE001
                     internal_error("lock monitor: acquire_nowait", exc)
             return result
 
-        self.patches.replace(cls, name, acquire_nowait)
+        self.replace(cls, name, acquire_nowait)
 
     def wrap_release(
-        self, cls: type, name: str, current_task: Callable[[], Any], *, borrower: bool = False
+        self, cls: type, name: str, task_of: Callable[[Any], Any], *, borrower: bool = False
     ) -> None:
         """Wrap a release method: the hold ends once the original returns."""
         original = getattr(cls, name)
         tracker = self.tracker
         states = tracker.states
 
-        def release(obj: Any, *args: Any, **kwargs: Any) -> Any:
-            result = original(obj, *args, **kwargs)
+        def released(obj: Any, args: tuple[Any, ...]) -> None:
             state = states.get(id(obj))
-            if state is not None:
+            if state is not None and (state.holder is not None or state.holds):
                 try:
-                    key = id(args[0]) if borrower and args else id(current_task())
+                    key = id(args[0]) if borrower and args else id(task_of(state))
                     tracker.unhold(state, key)
                 except Exception as exc:  # noqa: BLE001
                     internal_error("lock monitor: release", exc)
+
+        if inspect.iscoroutinefunction(original):  # an ``__aexit__``
+
+            async def release_async(obj: Any, *args: Any, **kwargs: Any) -> Any:
+                result = await original(obj, *args, **kwargs)
+                released(obj, ())
+                return result
+
+            self.replace(cls, name, release_async)
+            return
+
+        def release(obj: Any, *args: Any, **kwargs: Any) -> Any:
+            result = original(obj, *args, **kwargs)
+            released(obj, args)
             return result
 
-        self.patches.replace(cls, name, release)
+        self.replace(cls, name, release)
 
     def wrap_wait(
         self,
         cls: type,
         name: str,
-        current_task: Callable[[], Any],
+        task_of: Callable[[Any], Any],
         would_block: Callable[[Any], bool] | None,
         operation: str,
     ) -> None:
@@ -363,16 +332,14 @@ class SyncPatcher:
         tracker = self.tracker
         states = tracker.states
         live = tracker.live
-        cancelled_types = self.cancelled_types
 
         async def wait(obj: Any, *args: Any, **kwargs: Any) -> Any:
             state = states.get(id(obj))
             if state is None or (would_block is not None and not would_block(obj)):
                 return await original(obj, *args, **kwargs)
             try:
-                key = id(current_task())
-                site = tracker.user_frame(sys._getframe(1))
-                since = tracker.wait_begin(state, key, live.get(key), site, operation)
+                key = id(task_of(state))
+                since = tracker.wait_begin(state, key, live.get(key), sys._getframe(1), operation)
             except Exception as exc:  # noqa: BLE001
                 internal_error("lock monitor: wait", exc)
                 return await original(obj, *args, **kwargs)
@@ -380,24 +347,25 @@ class SyncPatcher:
                 result = await original(obj, *args, **kwargs)
             except BaseException as exc:
                 try:
-                    tracker.wait_end(state, key, since, cancelled=isinstance(exc, cancelled_types))
+                    cancelled = isinstance(exc, tracker.cancelled_types)
+                    tracker.wait_end(state, key, since, cancelled)
                 except Exception as error:  # noqa: BLE001
                     internal_error("lock monitor: wait", error)
                 raise
             try:
-                tracker.wait_end(state, key, since, cancelled=False)
+                tracker.wait_end(state, key, since, False)
             except Exception as error:  # noqa: BLE001
                 internal_error("lock monitor: wait", error)
             return result
 
-        self.patches.replace(cls, name, wait)
+        self.replace(cls, name, wait)
 
     # -- per runtime ----------------------------------------------------------------
 
     def patch_asyncio(self) -> None:
         """Wrap asyncio's Lock, Semaphore, BoundedSemaphore, Condition, Event, Queue."""
         self._refresh_dirs()
-        task = _compat_sync.fast_current_task()
+        task = self.tracker.asyncio_task
         self.wrap_init(asyncio.Lock, "lock", "asyncio", "asyncio")
         self.wrap_asyncio_lock(asyncio.Lock)
         self.wrap_init(
@@ -420,13 +388,13 @@ class SyncPatcher:
     def patch_trio(self, trio: ModuleType) -> None:
         """Wrap trio's Lock (and StrictFIFOLock), Semaphore, CapacityLimiter, Event."""
         self._refresh_dirs()
-        task = trio.lowlevel.current_task
+        task = _trio_task_of(trio)
         base = _compat_sync.trio_lock_base(trio)
         if base is not None:
             for cls in {trio.Lock, trio.StrictFIFOLock, base}:
                 if "__init__" in vars(cls):
                     self.wrap_init(cls, "lock", "trio", "trio")
-            self.wrap_acquire(base, "acquire", task, _locked, nested=True)
+            self.wrap_acquire(base, "acquire", task, _locked, nested=True, reentry_raises=True)
             self.wrap_acquire_nowait(base, "acquire_nowait", task)
             self.wrap_release(base, "release", task)
         self.wrap_init(trio.Semaphore, "semaphore", "trio", "trio", capacity=_value_of)
@@ -438,32 +406,43 @@ class SyncPatcher:
         self.wrap_wait(trio.Event, "wait", task, _not_set, "wait")
 
     def _patch_limiter(
-        self, cls: type, backend: str, family: str, task: Callable[[], Any], *, routed: bool
+        self, cls: type, backend: str, family: str, task: Callable[[Any], Any], *, routed: bool
     ) -> None:
         """A capacity limiter: `routed` when its task methods call the borrower ones."""
         self.wrap_init(cls, "capacity-limiter", backend, family, capacity=_total_tokens)
         block = _no_tokens
-        self.wrap_acquire(cls, "acquire_on_behalf_of", task, block, nested=True, borrower=True)
+        self.wrap_acquire(
+            cls,
+            "acquire_on_behalf_of",
+            task,
+            block,
+            nested=True,
+            borrower=True,
+            reentry_raises=True,
+        )
         self.wrap_acquire_nowait(cls, "acquire_on_behalf_of_nowait", task, borrower=True)
         self.wrap_release(cls, "release_on_behalf_of", task, borrower=True)
         if not routed:
-            self.wrap_acquire(cls, "acquire", task, block)
+            self.wrap_acquire(cls, "acquire", task, block, reentry_raises=True)
             self.wrap_acquire_nowait(cls, "acquire_nowait", task)
             self.wrap_release(cls, "release", task)
+        if _compat_sync.anyio_context_bypasses_acquire(cls, backend):
+            self.wrap_acquire(cls, "__aenter__", task, block, reentry_raises=True)
+            self.wrap_release(cls, "__aexit__", task)
 
     def patch_anyio_backend(self, module: ModuleType, backend: str) -> None:
         """Wrap one AnyIO backend's Lock, Semaphore, CapacityLimiter and Event."""
         self._refresh_dirs()
+        task: Callable[[Any], Any]
         if backend == "trio":
-            trio = sys.modules["trio"]
-            task: Callable[[], Any] = trio.lowlevel.current_task
+            task = _trio_task_of(sys.modules["trio"])
         else:
-            task = _compat_sync.fast_current_task()
+            task = self.tracker.asyncio_task
         classes = _compat_sync.anyio_backend_classes(module)
         lock = classes.get("Lock")
         if lock is not None:
             self.wrap_init(lock, "lock", backend, "anyio")
-            self.wrap_acquire(lock, "acquire", task, _locked)
+            self.wrap_acquire(lock, "acquire", task, _locked, reentry_raises=True)
             self.wrap_acquire_nowait(lock, "acquire_nowait", task)
             self.wrap_release(lock, "release", task)
         semaphore = classes.get("Semaphore")
@@ -490,12 +469,21 @@ class SyncPatcher:
         self.wrap_wait(cls, "wait", _any_current_task, None, "wait")
 
 
-def _any_current_task() -> Any:
+def _any_current_task(_state: Any) -> Any:
     try:
         return asyncio.current_task()
     except RuntimeError:
         trio = sys.modules.get("trio")
         return trio.lowlevel.current_task() if trio is not None else None
+
+
+def _trio_task_of(trio: ModuleType) -> Callable[[Any], Any]:
+    current_task = trio.lowlevel.current_task
+
+    def task_of(_state: Any) -> Any:
+        return current_task()
+
+    return task_of
 
 
 def _not_set(obj: Any) -> bool:

@@ -192,6 +192,14 @@ class Summary:
             )
         return lines
 
+    def locks_lines(self, width: int | None = None) -> list[str]:
+        """Return the lines about locks, resources and sessions (see `_summary_locks`),
+        wrapped at `width` columns when given."""
+        from ._summary_locks import lock_lines, resource_lines, wrap_lines
+
+        lines = lock_lines(self.report, self.where) + resource_lines(self.report, self.where)
+        return lines if width is None else wrap_lines(lines, width)
+
     def footer(self) -> str | None:
         """Return the last line, naming the report file, if one was written."""
         return f"report: {self.report_path}" if self.report_path else None
@@ -220,6 +228,8 @@ class Summary:
                 yield Text(indent + who, style="dim")
         if not findings:
             yield Text("no problems found", style="green")
+        for line in self.locks_lines(options.max_width):
+            yield Text(line, style="" if line.startswith(" ") else "bold")
         loop_line = self.loop_line()
         if loop_line is not None:
             yield Text(loop_line, style="bold")
@@ -262,6 +272,7 @@ class Summary:
                 lines.append(indent + who)
         if not findings:
             lines.append("no problems found")
+        lines.extend(self.locks_lines(width))
         loop_line = self.loop_line()
         if loop_line is not None:
             lines.append(loop_line)
