@@ -290,3 +290,13 @@ class TestOptions:
         with pytest.raises(ValueError, match=option):
             taskscope.install(**{option: value})  # type: ignore[arg-type]
         assert taskscope.current_session() is None
+
+
+def test_blocking_line_without_a_line_number_is_not_classified() -> None:
+    """A sampled frame may have no line number (3.12+ mid-instruction): no lookup of line
+    None (linecache raised, logged as an internal error with a traceback)."""
+    from taskscope.monitors._stacks import classify
+
+    code = test_blocking_line_without_a_line_number_is_not_classified.__code__
+    assert classify([(code, None)], 0) is None  # type: ignore[list-item]
+    assert classify([(code, 0)], 0) is None

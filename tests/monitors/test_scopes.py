@@ -489,17 +489,6 @@ def test_anyio_taskgroup_suite_unchanged(tmp_path: Path) -> None:
         for name in names
         if plain.get(name) != tracked.get(name)
     }
-    # Known since post-import hooks reach AnyIO under pytest (before, this test ran
-    # without the monitor patching AnyIO at all): the monitor reads frame.f_locals of
-    # TaskGroup.__aexit__, which keeps the exception alive on 3.11/3.12. Same list as
-    # tests/transparency/test_anyio_suite.py; drop both entries once that is fixed.
-    from tests.transparency.test_anyio_suite import KNOWN_SCOPES_DIFFERENCES
-
-    differences = {
-        name: outcomes
-        for name, outcomes in differences.items()
-        if not (name.startswith(KNOWN_SCOPES_DIFFERENCES) and outcomes == ("passed", "failure"))
-    }
     assert differences == {}
 
 

@@ -84,19 +84,6 @@ ANYIO_SELECTION: Final = (
 ANYIO_OPTIN_TEST_PATHS: Final = ("tests/test_synchronization.py", "tests/test_taskgroups.py")
 #: ``taskscope run`` options that switch every opt-in monitor on.
 OPTIN_MONITORS: Final = ("--locks", "--resources", "--scopes")
-#: Tests (by id prefix) that this comparison found failing under ``--scopes`` only, each
-#: a known bug of the cancel-scope monitor, tolerated here (and only as plain=passed,
-#: taskscope=failed) until it is fixed; any other difference fails the test. The scope
-#: monitor reads ``frame.f_locals`` of AnyIO's ``TaskGroup.__aexit__`` to find why a
-#: group cancels its children; on 3.11/3.12 that caches a dict of the frame's locals on
-#: the frame, which keeps the exception alive (AnyIO's refcycle test sees the referrer).
-KNOWN_SCOPES_DIFFERENCES: Final = (
-    "tests.test_taskgroups.TestRefcycles::test_exception_refcycles_propagate_cancellation_error[",
-)
-#: Finding kinds whose ``details`` do not match the report schema yet (a known bug of the
-#: cancel-scope monitor found by this test: ``entered_at``/``exited_at`` are objects with
-#: task, location and stack, where the schema has a location); validated without them.
-KNOWN_SCOPES_SCHEMA_ISSUES: Final = frozenset({"cancel-scope-cross-task"})
 
 
 def anyio_pytest_args(junit_xml: Path, paths: tuple[str, ...] = ANYIO_TEST_PATHS) -> list[str]:
@@ -439,11 +426,6 @@ def test_anyio_sync_suite_same_outcomes_with_optin_monitors(
         )
     plain_outcomes = junit_outcomes(tmp_path / "plain.xml")
     traced_outcomes = junit_outcomes(tmp_path / "traced.xml")
-    for test_id, outcome in list(traced_outcomes.items()):
-        known = test_id.startswith(KNOWN_SCOPES_DIFFERENCES)
-        if known and outcome == "failed" and plain_outcomes.get(test_id) == "passed":
-            print(f"known --scopes difference (see KNOWN_SCOPES_DIFFERENCES): {test_id}")
-            traced_outcomes[test_id] = "passed"
     assert len(plain_outcomes) > 500, (
         f"only {len(plain_outcomes)} AnyIO tests ran:\n{tail(plain.stdout)}\n{tail(plain.stderr)}"
     )
@@ -452,21 +434,11 @@ def test_anyio_sync_suite_same_outcomes_with_optin_monitors(
         f"{outcome_diff(plain_outcomes, traced_outcomes)}\n"
         f"--- taskscope run, end of output ---\n{tail(traced.stdout, 60)}\n{tail(traced.stderr)}"
     )
-    tolerated = any(
-        test_id.startswith(KNOWN_SCOPES_DIFFERENCES) and outcome != traced_outcomes[test_id]
-        for test_id, outcome in junit_outcomes(tmp_path / "traced.xml").items()
+    assert traced.returncode == plain.returncode, (
+        f"exit status {traced.returncode} under taskscope, {plain.returncode} without\n"
+        f"{tail(traced.stderr)}"
     )
-    if not tolerated:
-        assert traced.returncode == plain.returncode, (
-            f"exit status {traced.returncode} under taskscope, {plain.returncode} without\n"
-            f"{tail(traced.stderr)}"
-        )
 
-    full_report = json.loads(report_path.read_text(encoding="utf-8"))
-    left_out = [f for f in full_report["findings"] if f["kind"] in KNOWN_SCOPES_SCHEMA_ISSUES]
-    full_report["findings"] = [f for f in full_report["findings"] if f not in left_out]
-    print(f"validated without {len(left_out)} findings (see KNOWN_SCOPES_SCHEMA_ISSUES)")
-    report_path.write_text(json.dumps(full_report), encoding="utf-8")
     report = check_report(report_path)
     assert report["summary"].get("internal_errors", {}) == {}, report["summary"]
     # Proof that the monitors were on and saw the suite's primitives on both backends.

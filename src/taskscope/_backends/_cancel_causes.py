@@ -22,6 +22,7 @@ import os
 from typing import TYPE_CHECKING, Any, Final
 
 from .._core._exceptions import is_cancellation
+from ._compat import frame_locals
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -84,8 +85,12 @@ def cancel_cause(frame: FrameType | None, stop_codes: Collection[Any]) -> str:
     return "cancel-call"
 
 
+#: The locals `group_exit_cause` reads (asyncio's and AnyIO's ``__aexit__``).
+GROUP_EXIT_LOCALS: Final = ("ex", "exc_val", "et")
+
+
 def _group_exit_cause(frame: FrameType) -> str:
-    return group_exit_cause(frame.f_locals)[0]
+    return group_exit_cause(frame_locals(frame, GROUP_EXIT_LOCALS))[0]
 
 
 def group_exit_cause(f_locals: dict[str, Any]) -> tuple[str, str | None]:

@@ -18,9 +18,12 @@ from types import CodeType, FunctionType, MethodType, ModuleType
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
+    from types import FrameType
 
 PY312: Final = sys.version_info >= (3, 12)
+#: 3.13+ (PEP 667): ``frame.f_locals`` is a write-through proxy, not a cached snapshot.
+PY313: Final = sys.version_info >= (3, 13)
 
 # -- asyncio tasks ---------------------------------------------------------------------
 
@@ -356,3 +359,21 @@ def trio_run_context() -> Any:
     running on this thread (what ``trio.lowlevel.current_task()`` reads), or None."""
     module = sys.modules.get(TRIO_RUN_MODULE)
     return getattr(module, "GLOBAL_RUN_CONTEXT", None)
+
+
+def frame_locals(frame: FrameType, names: Iterable[str]) -> dict[str, Any]:
+    """Read some locals of a running library frame without leaving a reference cycle.
+
+    Before 3.13, ``frame.f_locals`` fills a snapshot dict cached on the frame object;
+    left filled, it keeps every local alive as long as the frame, so an exception held
+    in a local and whose traceback holds the frame is a reference cycle (AnyIO's
+    refcycle tests catch exactly that). The snapshot is emptied after the read (a trace
+    function refills it before it looks). From 3.13 the proxy caches nothing, and
+    clearing it would delete the frame's locals, so it is left alone.
+    """
+    snapshot = frame.f_locals
+    try:
+        return {name: snapshot[name] for name in names if name in snapshot}
+    finally:
+        if not PY313:
+            snapshot.clear()

@@ -16,7 +16,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from .._backends import _compat, _compat_anyio
-from .._backends._cancel_causes import group_exit_cause
+from .._backends._cancel_causes import GROUP_EXIT_LOCALS, group_exit_cause
 from .._core._faults import internal_error
 from ._scopes_state import CancelNote, pair_of
 from ._scopes_trio import trio_cause
@@ -93,7 +93,9 @@ def _cause_from_stack(state: ScopeState, note: CancelNote, frame: FrameType | No
         cause = cause_codes.get(id(frame.f_code))
         if cause is not None:
             note.cause = cause
-            f_locals = frame.f_locals
+            f_locals = _compat.frame_locals(
+                frame, (*_compat_anyio.FAILED_TASK_LOCALS, *GROUP_EXIT_LOCALS)
+            )
             if cause == "sibling-failure":
                 failed = next(
                     (f_locals[name] for name in _compat_anyio.FAILED_TASK_LOCALS

@@ -142,6 +142,8 @@ def classify(frames: list[RawLocation], user_index: int | None) -> BlockingCall 
     if found is not None or user_index is None or user_index != 0:
         return found
     code, line = frames[0]
+    if not line:  # no line number (f_lineno is None mid-instruction on 3.12+)
+        return None
     text = linecache.getline(code.co_filename, line).strip()
     if not text or text.startswith("#"):
         return None
