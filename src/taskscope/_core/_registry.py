@@ -104,6 +104,7 @@ class TaskRecord(RecordCore):
         "created_at",
         "ended",
         "id",
+        "longest_step_at",
         "name",
         "owner_key",
         "parent_id",
@@ -119,8 +120,6 @@ class TaskRecord(RecordCore):
     created_at_is_definition: bool = False
     #: The coroutine's qualified name when it differs from ``code.co_qualname``.
     coroutine_override: str | None = None
-    #: Where the task was suspended after its longest step.
-    longest_step_at: RawLocation | None = None
     #: (type name, message, frames outermost first), extracted at finish so the record
     #: never keeps a traceback (and its frames) alive.
     exception: tuple[str, str, list[RawLocation]] | None = None
@@ -166,6 +165,10 @@ class TaskRecord(RecordCore):
         self.ref = ref
         self.site = site
         self.name = ""
+        #: Where the task was suspended after its longest step. A slot, not a class
+        #: default: almost every task that waits sets it, and an instance __dict__
+        #: costs 72-300 B (more when instances set cold fields in different orders).
+        self.longest_step_at: RawLocation | None = None
         self.state = PENDING
         self.first_step: float | None = None
         #: Clock reading when the current step began; 0.0 between steps.
