@@ -330,6 +330,33 @@ def tasks_by_backend(report: Mapping[str, Any]) -> dict[str, int]:
 # -- the slow test: AnyIO's own suite --------------------------------------------------------
 
 
+def assert_same_outcomes(
+    tmp_path: Path, plain: Run, traced: Run, timing: str, *, minimum: int
+) -> None:
+    """Both runs wrote their junit xml (``plain.xml``, ``traced.xml`` in `tmp_path`), at
+    least `minimum` tests ran, and every test's outcome and the exit status are equal."""
+    for name, run in (("plain", plain), ("traced", traced)):
+        # A negative status is the signal that killed the run (-11: a segfault).
+        assert (tmp_path / f"{name}.xml").is_file(), (
+            f"{name} run (exit status {run.returncode}, plain {plain.returncode}) wrote no "
+            f"junit xml:\n{tail(run.stdout)}\n{tail(run.stderr)}"
+        )
+    plain_outcomes = junit_outcomes(tmp_path / "plain.xml")
+    traced_outcomes = junit_outcomes(tmp_path / "traced.xml")
+    assert len(plain_outcomes) > minimum, (
+        f"only {len(plain_outcomes)} AnyIO tests ran:\n{tail(plain.stdout)}\n{tail(plain.stderr)}"
+    )
+    assert traced_outcomes == plain_outcomes, (
+        f"{len(plain_outcomes)} tests compared; outcomes differ under taskscope ({timing}):\n"
+        f"{outcome_diff(plain_outcomes, traced_outcomes)}\n"
+        f"--- taskscope run, end of output ---\n{tail(traced.stdout, 60)}\n{tail(traced.stderr)}"
+    )
+    assert traced.returncode == plain.returncode, (
+        f"exit status {traced.returncode} under taskscope, {plain.returncode} without\n"
+        f"{tail(traced.stderr)}"
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_anyio_suite_same_outcomes(anyio_sdist: Path, tmp_path: Path) -> None:
@@ -351,29 +378,7 @@ def test_anyio_suite_same_outcomes(anyio_sdist: Path, tmp_path: Path) -> None:
     )
     print(timing)  # shown with -s / -rA: docs/transparency.md quotes it
 
-    assert (tmp_path / "plain.xml").is_file(), (
-        f"plain run (exit status {plain.returncode}) wrote no junit xml:\n"
-        f"{tail(plain.stdout)}\n{tail(plain.stderr)}"
-    )
-    # A negative status is the signal that killed the run (-11: a segfault).
-    assert (tmp_path / "traced.xml").is_file(), (
-        f"taskscope run (exit status {traced.returncode}, plain {plain.returncode}) wrote "
-        f"no junit xml:\n{tail(traced.stdout)}\n{tail(traced.stderr)}"
-    )
-    plain_outcomes = junit_outcomes(tmp_path / "plain.xml")
-    traced_outcomes = junit_outcomes(tmp_path / "traced.xml")
-    assert len(plain_outcomes) > 2000, (
-        f"only {len(plain_outcomes)} AnyIO tests ran:\n{tail(plain.stdout)}\n{tail(plain.stderr)}"
-    )
-    assert traced_outcomes == plain_outcomes, (
-        f"{len(plain_outcomes)} tests compared; outcomes differ under taskscope ({timing}):\n"
-        f"{outcome_diff(plain_outcomes, traced_outcomes)}\n"
-        f"--- taskscope run, end of output ---\n{tail(traced.stdout, 60)}\n{tail(traced.stderr)}"
-    )
-    assert traced.returncode == plain.returncode, (
-        f"exit status {traced.returncode} under taskscope, {plain.returncode} without\n"
-        f"{tail(traced.stderr)}"
-    )
+    assert_same_outcomes(tmp_path, plain, traced, timing, minimum=2000)
 
     report = check_report(report_path)
     counts = tasks_by_backend(report)
@@ -419,25 +424,7 @@ def test_anyio_sync_suite_same_outcomes_with_optin_monitors(
         f"{traced.seconds:.1f} s ({traced.seconds / plain.seconds:.2f}x)"
     )
     print(timing)  # shown with -s / -rA: docs/transparency.md quotes it
-    for name, run in (("plain", plain), ("traced", traced)):
-        assert (tmp_path / f"{name}.xml").is_file(), (
-            f"{name} run (exit status {run.returncode}) wrote no junit xml:\n"
-            f"{tail(run.stdout)}\n{tail(run.stderr)}"
-        )
-    plain_outcomes = junit_outcomes(tmp_path / "plain.xml")
-    traced_outcomes = junit_outcomes(tmp_path / "traced.xml")
-    assert len(plain_outcomes) > 500, (
-        f"only {len(plain_outcomes)} AnyIO tests ran:\n{tail(plain.stdout)}\n{tail(plain.stderr)}"
-    )
-    assert traced_outcomes == plain_outcomes, (
-        f"{len(plain_outcomes)} tests compared; outcomes differ under taskscope ({timing}):\n"
-        f"{outcome_diff(plain_outcomes, traced_outcomes)}\n"
-        f"--- taskscope run, end of output ---\n{tail(traced.stdout, 60)}\n{tail(traced.stderr)}"
-    )
-    assert traced.returncode == plain.returncode, (
-        f"exit status {traced.returncode} under taskscope, {plain.returncode} without\n"
-        f"{tail(traced.stderr)}"
-    )
+    assert_same_outcomes(tmp_path, plain, traced, timing, minimum=500)
 
     report = check_report(report_path)
     assert report["summary"].get("internal_errors", {}) == {}, report["summary"]

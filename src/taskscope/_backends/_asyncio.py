@@ -220,11 +220,12 @@ class AsyncioBackend:
         instruments = self.instruments
         account = self._make_step_account()
 
-        def begin(record: TaskRecord) -> float | None:
+        def timed_step(record: TaskRecord, task: Any, callback: Any, *args: Any) -> None:
+            start: float | None = None
             try:
                 if "before_task_step" in instruments:
                     instruments.call("before_task_step", record.id)
-                start: float = clock()
+                start = clock()
                 record.step_start = start
                 scheduled_at = record.scheduled_at
                 if scheduled_at:
@@ -232,11 +233,7 @@ class AsyncioBackend:
                     record.scheduled_at = 0.0
             except Exception as exc:  # noqa: BLE001  # the step runs regardless
                 internal_error("asyncio backend: step accounting", exc)
-                return None
-            return start
-
-        def timed_step(record: TaskRecord, task: Any, callback: Any, *args: Any) -> None:
-            start = begin(record)
+                start = None
             try:
                 callback(*args)
             finally:
