@@ -8,6 +8,7 @@ a method, and that a failure of taskscope's own accounting never reaches the pro
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import os
 import time
@@ -28,7 +29,14 @@ def test_built_where_a_compiler_is_expected() -> None:
     if not os.environ.get("TASKSCOPE_EXPECT_SPEEDUPS"):
         pytest.skip("TASKSCOPE_EXPECT_SPEEDUPS is not set")
     module = importlib.import_module("taskscope._core._speedups")
-    assert {"CallSoon", "RecordCore", "TimedStep"} <= set(dir(module))
+    assert {
+        "CallSoon",
+        "RecordCore",
+        "SiteCore",
+        "TaskFinisher",
+        "TaskRecorder",
+        "TimedStep",
+    } <= set(dir(module))
 
 
 def test_pure_python_switch_is_honoured() -> None:
@@ -115,3 +123,65 @@ def test_accounting_failure_never_reaches_the_program(
     counts = internal_error_counts()
     assert counts.get("asyncio backend: call_soon", 0) > 0
     assert counts.get("asyncio backend: step accounting", 0) > 0
+
+
+async def _child(value: int) -> int:
+    await asyncio.sleep(0)
+    return value
+
+
+async def _spawn_twice() -> list[int]:
+    # The first task at a site takes the slow path (new site, new code); the rest of
+    # the batch the C recorder's fast path, and the same for their endings.
+    tasks = [asyncio.create_task(_child(n)) for n in range(50)]
+    return list(await asyncio.gather(*tasks))
+
+
+def test_every_new_task_is_recorded_alike(session: taskscope.Session) -> None:
+    """Tasks from one site are recorded the same whichever path took them: creation
+    line, coroutine, parent, times read from perf_counter, and the site's totals."""
+    before = time.perf_counter()
+    assert asyncio.run(_spawn_twice()) == list(range(50))
+    after = time.perf_counter()
+    registry = session.registry
+    children = [r for r in registry.history if r.code is _child.__code__]
+    assert len(children) == 50
+    lines = {r.created_at[1] for r in children if r.created_at is not None}
+    assert lines == {_spawn_twice.__code__.co_firstlineno + 3}
+    parents = {r.parent_id for r in children}
+    assert len(parents) == 1
+    assert None not in parents
+    for record in children:
+        assert record.state == 1  # completed
+        assert before < record.created <= (record.ended or 0.0) < after
+        assert record.steps == 2
+        assert record.name.startswith("Task-")
+    site = children[0].site
+    assert site is not None
+    assert all(r.site is site for r in children)
+    assert (site.created, site.completed, site.alive) == (50, 50, 0)
+    assert site.busy == pytest.approx(sum(r.busy for r in children))
+    assert registry.created == len(registry.history) == registry.finished
+    assert not registry.live
+    assert not registry.ref_keys
+
+
+def test_completed_records_leave_the_cyclic_collector(session: taskscope.Session) -> None:
+    """The C path untracks completed records (nothing in them leads back to them); a
+    failed task's record stays tracked while it holds the task's weak reference."""
+
+    async def fails() -> None:
+        raise KeyError("mine")
+
+    async def main() -> None:
+        await _spawn_twice()
+        with pytest.raises(KeyError):
+            await asyncio.create_task(fails())
+
+    asyncio.run(main())
+    children = [r for r in session.registry.history if r.code is _child.__code__]
+    failed = [r for r in session.registry.history if r.state == 2]
+    assert failed
+    if _accel.ACCELERATED:
+        assert not any(gc.is_tracked(r) for r in children[1:])
+    assert all(gc.is_tracked(r) for r in failed)

@@ -203,11 +203,20 @@ class AsyncioBackend:
 
     def _make_timed_step(self) -> Callable[..., None]:
         if _speedups is not None:
-            # Same logic as `_make_pure_timed_step`, in C (_speedups.c: TimedStep).
-            timed: Callable[..., None] = _speedups.TimedStep(
-                self.registry.clock,
-                self.instruments,
+            # Same logic as `_make_pure_timed_step`, in C (_speedups.c: TimedStep), and
+            # `finish` for a task that completed, in C too (TaskFinisher).
+            registry = self.registry
+            finish = _speedups.TaskFinisher(
                 self.finish,
+                self.instruments,
+                registry.live,
+                registry.ref_keys,
+                registry.history,
+            )
+            timed: Callable[..., None] = _speedups.TimedStep(
+                registry.clock,
+                self.instruments,
+                finish,
                 self._first_step,
                 self.registry.note_suspension,
                 internal_error,
@@ -295,13 +304,17 @@ class AsyncioBackend:
         classify = _compat.classify_callback_type
         step_names = _compat.STEP_NAMES
         timed_step = self._timed_step
-        discover = self._discover
+        discover: Callable[..., TaskRecord | None] = self._discover
         note_cancel = self._note_cancel_request
         clock = self.registry.clock
         if _speedups is not None:
             # Same logic as call_soon below, in C (_speedups.c: CallSoon). It has no
             # frame: `_discover` looks one frame less deep, and its own code stands
             # for the wrapper where `user_frame` asks who called an entry point.
+            # Discovery of a new task at a known site is in C too (TaskRecorder),
+            # reading the caches `_discover` fills.
+            if _compat.current_tasks is not None:
+                discover = self._make_task_recorder(_compat.current_tasks)
             accelerated: Callable[..., Any] = _speedups.CallSoon(
                 original,
                 live,
@@ -349,6 +362,25 @@ class AsyncioBackend:
         self._caller_depth = 2
         self._call_soon_code = call_soon.__code__
         return call_soon
+
+    def _make_task_recorder(
+        self, current_tasks: dict[Any, Any]
+    ) -> Callable[[Any, Any], TaskRecord | None]:
+        registry = self.registry
+        recorder: Callable[[Any, Any], TaskRecord | None] = _speedups.TaskRecorder(
+            self._discover,
+            task_types,
+            self._frame_kinds,
+            current_tasks,
+            AsyncioTaskRecord,
+            registry.live,
+            registry.sites,
+            registry.ref_keys,
+            registry.ids,
+            registry.gone_callback,
+            registry.clock,
+        )
+        return recorder
 
     def _make_create_task(self, original: Callable[..., Any]) -> Callable[..., Any]:
         clock = self.registry.clock
@@ -401,7 +433,7 @@ class AsyncioBackend:
             caller = None
         registry = self.registry
         code = getattr(coro, "cr_code", None)
-        if code is not None and self.locations.is_library(code):
+        if code is not None and self._code_kind(code) == _LIBRARY:
             # A library wrapper (AnyIO's): name the task after the coroutine it runs.
             code = _compat.wrapped_coroutine_code(coro, self.locations.is_library) or code
         parent = current_task(loop)
@@ -416,6 +448,15 @@ class AsyncioBackend:
         if code is None:
             record.coroutine_override = _qualname(coro)
         return record
+
+    def _code_kind(self, code: CodeType) -> int:
+        """Return whether `code` is the user's or a library's, cached (the C recorder
+        reads the same cache)."""
+        kind = self._frame_kinds.get(id(code))
+        if kind is None:
+            kind = _LIBRARY if self.locations.is_library(code) else _USER
+            self._set_frame_kind(code, kind)
+        return kind
 
     def _new_loop(self, loop: Any) -> None:
         """A task of a loop other than the last one's: tell the loop monitor (which
@@ -473,8 +514,7 @@ class AsyncioBackend:
             code = frame.f_code
             kind = kinds.get(id(code))
             if kind is None:
-                kind = _LIBRARY if self.locations.is_library(code) else _USER
-                self._set_frame_kind(code, kind)
+                kind = self._code_kind(code)
             if kind == _USER:
                 return code, frame.f_lineno
             if kind == _DISPATCH or (kind == _ENTRY and previous not in self.direct_codes):

@@ -33,6 +33,11 @@ TASK_TYPES: Final[tuple[type, ...]] = tuple(
     {asyncio.Task, getattr(asyncio.tasks, "_PyTask", asyncio.Task)}
 )
 
+#: asyncio's ``{loop: running task}``, which ``asyncio.current_task`` reads (a dict on
+#: 3.11-3.13; None where it is not, and then the C recorder is not used).
+_current = getattr(asyncio.tasks, "_current_tasks", None)
+current_tasks: Final[dict[Any, Any] | None] = _current if isinstance(_current, dict) else None
+
 #: How a task schedules itself: the C task's step is a ``TaskStepMethWrapper`` and its
 #: wakeup a builtin named ``task_wakeup``; the pure-Python task uses bound methods
 #: ``__step`` and ``__wakeup``. Both carry the task as ``__self__``.

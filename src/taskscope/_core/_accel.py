@@ -29,19 +29,32 @@ ACCELERATED: Final = speedups is not None
 
 
 class PureRecordCore:
-    """The fields of a task record written on every step (`TaskRecord`'s base).
+    """The fields of a task record written for every task and on every step
+    (`TaskRecord`'s base; `TaskRecord.__init__` documents each).
 
     The C twin (``_speedups.RecordCore``) stores the same fields in its struct, so the
-    C step trampoline reads and writes them by offset; Python code sees attributes
-    either way.
+    C call_soon wrapper, step trampoline and task recorder read and write them by
+    offset; Python code sees attributes either way.
     """
 
     __slots__ = (
         "busy",
+        "code",
+        "created",
+        "created_at",
+        "ended",
         "first_step",
+        "id",
         "longest_step",
+        "longest_step_at",
+        "name",
+        "owner_key",
+        "parent_id",
+        "ref",
         "scheduled",
         "scheduled_at",
+        "site",
+        "state",
         "step_start",
         "steps",
         "waited_at",
@@ -57,7 +70,30 @@ class PureRecordCore:
     waited_at: int
 
 
+class PureSiteCore:
+    """The running totals of one creation site (`SiteAggregate`'s base; the C twin,
+    ``_speedups.SiteCore``, is updated by offset for every task)."""
+
+    __slots__ = (
+        "alive",
+        "busy",
+        "cancelled",
+        "code",
+        "completed",
+        "created",
+        "failed",
+        "longest_step",
+        "raw",
+        "wall",
+    )
+
+
 if TYPE_CHECKING:
     RecordCore = PureRecordCore
+    SiteCore = PureSiteCore
+elif speedups is not None:
+    RecordCore = speedups.RecordCore
+    SiteCore = speedups.SiteCore
 else:
-    RecordCore = speedups.RecordCore if speedups is not None else PureRecordCore
+    RecordCore = PureRecordCore
+    SiteCore = PureSiteCore

@@ -14,7 +14,7 @@ import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
-from ._accel import RecordCore
+from ._accel import RecordCore, SiteCore
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -40,37 +40,47 @@ MAX_NOTABLE: Final = 1_000
 MAX_AWAIT_DEPTH: Final = 64
 
 
-_LINE_SPAN: Final = 1 << 20
+#: Site keys pack a code object's address and a line into one int (`site_key_of`).
+_ADDRESS_SPAN: Final = 1 << 48
+_LINE_SHIFT: Final = 48
+_LINE_SPAN: Final = 1 << 15
 
 
 def site_key_of(raw: RawLocation) -> int | tuple[int, int]:
     """Key a creation site by its code object's id and line, as an int when it can be.
 
-    Ids of distinct live code objects differ by at least 16, so ``id * 2**20 + line``
-    is unique for lines below 2**20 (a tuple is used beyond). The site aggregate keeps
+    ``id(code) | line << 48`` is unique while addresses stay below 2**48 (every 64-bit
+    platform CPython runs on) and lines below 2**15; a tuple is used beyond. The C
+    recorder (``_speedups.c: site_key``) computes the same key. The site aggregate keeps
     its code object alive, so the id stays its own.
     """
     code, line = raw
-    if 0 < line < _LINE_SPAN:
-        return id(code) * _LINE_SPAN + line
-    return (id(code), line)
+    address = id(code)
+    if 0 < line < _LINE_SPAN and address < _ADDRESS_SPAN:
+        return address | line << _LINE_SHIFT
+    return (address, line)
 
 
-class SiteAggregate:
-    """Running totals for the tasks created at one place (mutable, internal)."""
+class SiteAggregate(SiteCore):
+    """Running totals for the tasks created at one place (mutable, internal).
 
-    __slots__ = (
-        "alive",
-        "busy",
-        "cancelled",
-        "code",
-        "completed",
-        "created",
-        "failed",
-        "longest_step",
-        "raw",
-        "wall",
-    )
+    Every record belongs to one (unknown sites and overflow share the one keyed 0), so
+    the registry's task counts are sums over the sites. The fields live in `SiteCore`
+    (a C struct when the accelerator is built).
+    """
+
+    __slots__ = ()
+
+    raw: RawLocation | None
+    code: CodeType | None
+    created: int
+    completed: int
+    failed: int
+    cancelled: int
+    alive: int
+    busy: float
+    wall: float
+    longest_step: float
 
     def __init__(self, raw: RawLocation | None, code: CodeType | None) -> None:
         self.raw = raw
@@ -93,25 +103,24 @@ class TaskRecord(RecordCore):
     record (made once per task, on the loop) costs one call and slot stores.
     """
 
-    # Hot fields, written for every task, are slots set once in __init__; those written
-    # on every step live in `RecordCore` (a C struct when the accelerator is built).
+    # Hot fields, written for every task or on every step, live in `RecordCore` (a C
+    # struct when the accelerator is built, so the C recorder sets them by offset).
     # Cold fields, set only for tasks that fail, are cancelled, leak or are annotated,
     # are class defaults: an instance grows a __dict__ only when one of them is set.
-    __slots__ = (
-        "__dict__",
-        "code",
-        "created",
-        "created_at",
-        "ended",
-        "id",
-        "longest_step_at",
-        "name",
-        "owner_key",
-        "parent_id",
-        "ref",
-        "site",
-        "state",
-    )
+    __slots__ = ("__dict__",)
+
+    id: int
+    created: float
+    code: CodeType | None
+    created_at: RawLocation | None
+    parent_id: int | None
+    owner_key: int
+    ref: weakref.ref[Any] | None
+    site: SiteAggregate | None
+    name: str
+    longest_step_at: RawLocation | None
+    state: int
+    ended: float | None
 
     #: ``asyncio`` or ``trio`` (a class constant of each backend's subclass).
     backend: str = ""
@@ -165,19 +174,20 @@ class TaskRecord(RecordCore):
         self.ref = ref
         self.site = site
         self.name = ""
-        #: Where the task was suspended after its longest step. A slot, not a class
-        #: default: almost every task that waits sets it, and an instance __dict__
-        #: costs 72-300 B (more when instances set cold fields in different orders).
-        self.longest_step_at: RawLocation | None = None
+        #: Where the task was suspended after its longest step. In `RecordCore`, not a
+        #: class default: almost every task that waits sets it, and an instance
+        #: __dict__ costs 72-300 B (more when instances set cold fields in different
+        #: orders).
+        self.longest_step_at = None
         self.state = PENDING
-        self.first_step: float | None = None
+        self.first_step = None
         #: Clock reading when the current step began; 0.0 between steps.
         self.step_start = 0.0
         #: Clock reading when the task was last made ready to run; 0.0 once it runs.
         self.scheduled_at = 0.0
         #: Total time spent ready but waiting for the loop to run it.
         self.scheduled = 0.0
-        self.ended: float | None = None
+        self.ended = None
         self.busy = 0.0
         self.steps = 0
         #: `steps` when the task was last woken by something it waited for (a future:
@@ -251,9 +261,11 @@ class Registry:
         self.history: deque[TaskRecord] = deque(maxlen=history_size)
         #: Aggregates by creation site (`site_key_of`; 0: unknown site or overflow).
         self.sites: dict[int | tuple[int, int], SiteAggregate] = {}
-        #: ``id()`` of each live weakref -> registry key of its task.
-        self._ref_keys: dict[int, int] = {}
-        self._gone_callback = self._gone  # one bound method for every weakref
+        #: ``id()`` of each live weakref -> registry key of its task. (This dict, `live`,
+        #: `sites`, `history`, `ids` and `gone_callback` are shared with the asyncio
+        #: backend's C recorder, which writes them too: never rebind them.)
+        self.ref_keys: dict[int, int] = {}
+        self.gone_callback = self._gone  # one bound method for every weakref
         self.max_sites = max_sites
         self.regions: dict[str, RegionAggregate] = {}
         #: Records that carry a finding, kept even after they leave the history.
@@ -261,9 +273,8 @@ class Registry:
         #: Failed tasks whose exception may still be retrieved, or logged as never
         #: retrieved, by ``id()`` of the task.
         self.failed_watch: dict[int, TaskRecord] = {}
-        self._ids = itertools.count(1)
-        self.created = 0
-        self.finished = 0
+        #: Record ids, 1, 2, ...
+        self.ids = itertools.count(1)
         self.sites_dropped = 0
 
     # -- creation -------------------------------------------------------------------
@@ -294,23 +305,23 @@ class Registry:
         site = self.sites.get(site_key)
         if site is None:
             site = self._new_site(site_key, created_at, code)
-        elif created_at is not None and site.raw is not None:
-            # Share the site's tuple: one fewer object per task for the cyclic GC.
+        elif site_key != 0 and site.raw is not None:
+            # Share the site's tuple: one fewer object per task for the cyclic GC. (Not
+            # in the shared bucket 0, whose tasks were created at different places.)
             created_at = site.raw
         site.created += 1
         site.alive += 1
         key = id(task)
-        ref = weakref.ref(task, self._gone_callback)
-        self._ref_keys[id(ref)] = key
+        ref = weakref.ref(task, self.gone_callback)
+        self.ref_keys[id(ref)] = key
         record = record_class(
-            next(self._ids), self.clock(), code, created_at, parent_id, key, ref, site
+            next(self.ids), self.clock(), code, created_at, parent_id, key, ref, site
         )
         if is_definition:
             record.created_at_is_definition = True
             if internal:
                 record.internal = True
         self.live[key] = record
-        self.created += 1
         return record
 
     def _new_site(
@@ -328,7 +339,7 @@ class Registry:
 
     def _gone(self, ref: weakref.ref[Any]) -> None:
         # One bound method serves every task's weakref; no closure per task.
-        key = self._ref_keys.pop(id(ref), None)
+        key = self.ref_keys.pop(id(ref), None)
         if key is not None:
             self.task_gone(key)
 
@@ -336,7 +347,7 @@ class Registry:
         """Stop watching a record's task for collection."""
         ref = record.ref
         if ref is not None:
-            self._ref_keys.pop(id(ref), None)
+            self.ref_keys.pop(id(ref), None)
             record.ref = None
 
     # -- steps and endings ----------------------------------------------------------
@@ -377,7 +388,7 @@ class Registry:
             # No weakref callback for a finished task (drop_ref, inlined: once per task).
             ref = record.ref
             if ref is not None:
-                self._ref_keys.pop(id(ref), None)
+                self.ref_keys.pop(id(ref), None)
                 record.ref = None
         site = record.site
         if site is not None:
@@ -392,7 +403,6 @@ class Registry:
             site.wall += record.ended - record.created
             site.longest_step = max(site.longest_step, record.longest_step)
         self.history.append(record)
-        self.finished += 1
 
     def task_gone(self, key: int) -> None:
         """A task object was garbage-collected (weakref callback)."""
@@ -406,7 +416,6 @@ class Registry:
             if site is not None:
                 site.alive -= 1
             self.history.append(record)
-            self.finished += 1
             return
         record = self.failed_watch.get(key)
         if record is not None and record.exception_retrieved is None:
@@ -414,7 +423,7 @@ class Registry:
             # finaliser reports that through the loop's exception handler, which runs
             # before or (for cyclic garbage) after this callback; `exception_logged`
             # settles it either way, and `settle_failed` treats silence as retrieved.
-            record.ref = None  # its _ref_keys entry was popped by _gone
+            record.ref = None  # its ref_keys entry was popped by _gone
 
     def exception_logged(self, key: int, exception_id: int) -> bool:
         """The loop reported a task's exception as never retrieved; True if it is ours."""
@@ -455,7 +464,7 @@ class Registry:
         for record in list(self.live.values()):
             ref = record.ref
             if ref is not None:
-                self._ref_keys.pop(id(ref), None)
+                self.ref_keys.pop(id(ref), None)
                 record.ref = None
             record.step_start = 0.0
 
@@ -514,6 +523,16 @@ class Registry:
     def find(self, task: Any) -> TaskRecord | None:
         """Return the live record of `task`, if it is tracked."""
         return self.live.get(id(task))
+
+    @property
+    def created(self) -> int:
+        """How many tasks were recorded (a sum over the sites, which count them)."""
+        return sum(site.created for site in list(self.sites.values()))
+
+    @property
+    def finished(self) -> int:
+        """How many recorded tasks ended (or were collected while pending)."""
+        return sum(site.created - site.alive for site in list(self.sites.values()))
 
     @property
     def history_dropped(self) -> int:

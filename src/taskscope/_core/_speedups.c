@@ -21,14 +21,16 @@
 #include <Python.h>
 #include <stddef.h>
 #include <structmember.h>
+#include <time.h>
 
 /* ---------------------------------------------------------------- RecordCore */
 
-/* The fields of a task record written on every step (TaskRecord's base class; the
-   pure-Python twin is taskscope._core._accel.RecordCore). Read and written here by
-   offset; Python code sees them as ordinary attributes. */
+/* The fields of a task record written for every task and on every step (TaskRecord's
+   base class; the pure-Python twin is taskscope._core._accel.PureRecordCore). Read and
+   written here by offset; Python code sees them as ordinary attributes. */
 typedef struct {
     PyObject_HEAD
+    /* written on every step */
     double busy;
     double scheduled;
     double scheduled_at;
@@ -37,7 +39,25 @@ typedef struct {
     Py_ssize_t steps;
     Py_ssize_t waited_at;
     PyObject *first_step; /* None or a float */
+    /* written once per task (new_record, task_finished) */
+    Py_ssize_t id;
+    double created;
+    int state;
+    PyObject *code;            /* the coroutine's code object, or None */
+    PyObject *created_at;      /* (code, line) or None */
+    PyObject *parent_id;       /* int or None */
+    PyObject *owner_key;       /* id() of the task: the registry key */
+    PyObject *ref;             /* weakref to the task, or None */
+    PyObject *site;            /* SiteAggregate or None */
+    PyObject *name;            /* str */
+    PyObject *longest_step_at; /* (code, line) or None */
+    PyObject *ended;           /* None or a float */
 } RecordCore;
+
+#define RECORD_OBJECT(field, doc)                                                          \
+    {                                                                                      \
+        #field, T_OBJECT, offsetof(RecordCore, field), 0, doc                              \
+    }
 
 static PyMemberDef record_core_members[] = {
     {"busy", T_DOUBLE, offsetof(RecordCore, busy), 0, "Seconds spent running steps."},
@@ -51,10 +71,23 @@ static PyMemberDef record_core_members[] = {
     {"steps", T_PYSSIZET, offsetof(RecordCore, steps), 0, "Steps run."},
     {"waited_at", T_PYSSIZET, offsetof(RecordCore, waited_at), 0,
      "`steps` when last woken by what it waited for."},
-    {"first_step", T_OBJECT, offsetof(RecordCore, first_step), 0,
-     "Clock reading of the first step, or None."},
+    RECORD_OBJECT(first_step, "Clock reading of the first step, or None."),
+    {"id", T_PYSSIZET, offsetof(RecordCore, id), 0, "The record's id (1, 2, ...)."},
+    {"created", T_DOUBLE, offsetof(RecordCore, created), 0, "Clock reading at creation."},
+    {"state", T_INT, offsetof(RecordCore, state), 0, "PENDING, COMPLETED, FAILED, CANCELLED."},
+    RECORD_OBJECT(code, "The coroutine's code object, or None."),
+    RECORD_OBJECT(created_at, "(code, line) of the creating user frame, or None."),
+    RECORD_OBJECT(parent_id, "The parent task's record id, or None."),
+    RECORD_OBJECT(owner_key, "id() of the task object: the registry key."),
+    RECORD_OBJECT(ref, "Weak reference to the task, or None."),
+    RECORD_OBJECT(site, "The creation site's aggregate."),
+    RECORD_OBJECT(name, "The task's name, as last read."),
+    RECORD_OBJECT(longest_step_at, "(code, line) suspended at after the longest step."),
+    RECORD_OBJECT(ended, "Clock reading at the end, or None."),
     {NULL},
 };
+
+static PyObject *empty_str;
 
 static PyObject *
 record_core_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
@@ -62,27 +95,152 @@ record_core_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     RecordCore *self = (RecordCore *)type->tp_alloc(type, 0);
     if (self != NULL) {
         self->first_step = Py_NewRef(Py_None);
+        self->code = Py_NewRef(Py_None);
+        self->created_at = Py_NewRef(Py_None);
+        self->parent_id = Py_NewRef(Py_None);
+        self->owner_key = Py_NewRef(Py_None);
+        self->ref = Py_NewRef(Py_None);
+        self->site = Py_NewRef(Py_None);
+        self->name = Py_NewRef(empty_str);
+        self->longest_step_at = Py_NewRef(Py_None);
+        self->ended = Py_NewRef(Py_None);
     }
     return (PyObject *)self;
+}
+
+static int
+record_core_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    RecordCore *self = (RecordCore *)op;
+    Py_VISIT(self->first_step);
+    Py_VISIT(self->code);
+    Py_VISIT(self->created_at);
+    Py_VISIT(self->parent_id);
+    Py_VISIT(self->owner_key);
+    Py_VISIT(self->ref);
+    Py_VISIT(self->site);
+    Py_VISIT(self->name);
+    Py_VISIT(self->longest_step_at);
+    Py_VISIT(self->ended);
+    return 0;
+}
+
+static int
+record_core_clear(PyObject *op)
+{
+    RecordCore *self = (RecordCore *)op;
+    Py_CLEAR(self->first_step);
+    Py_CLEAR(self->code);
+    Py_CLEAR(self->created_at);
+    Py_CLEAR(self->parent_id);
+    Py_CLEAR(self->owner_key);
+    Py_CLEAR(self->ref);
+    Py_CLEAR(self->site);
+    Py_CLEAR(self->name);
+    Py_CLEAR(self->longest_step_at);
+    Py_CLEAR(self->ended);
+    return 0;
 }
 
 static void
 record_core_dealloc(PyObject *op)
 {
-    Py_CLEAR(((RecordCore *)op)->first_step);
+    PyObject_GC_UnTrack(op);
+    record_core_clear(op);
     Py_TYPE(op)->tp_free(op);
 }
 
-/* No GC support of its own: its fields hold floats and None, which cannot form a
-   cycle; subclasses with slots or a __dict__ get it from Python as usual. */
+/* GC support: a record refers to its weakref, whose callback is the registry's, which
+   holds the live records; the collector must see those edges. */
 static PyTypeObject RecordCoreType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "taskscope._core._speedups.RecordCore",
-    .tp_doc = "The per-step fields of a task record.",
+    .tp_doc = "The per-task and per-step fields of a task record.",
     .tp_basicsize = sizeof(RecordCore),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .tp_new = record_core_new,
+    .tp_traverse = record_core_traverse,
+    .tp_clear = record_core_clear,
     .tp_dealloc = record_core_dealloc,
     .tp_members = record_core_members,
+};
+
+/* ---------------------------------------------------------------- SiteCore */
+
+/* The running totals of one creation site (SiteAggregate's base class; the pure-Python
+   twin is taskscope._core._accel.PureSiteCore), updated here by offset for every task. */
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t created;
+    Py_ssize_t completed;
+    Py_ssize_t failed;
+    Py_ssize_t cancelled;
+    Py_ssize_t alive;
+    double busy;
+    double wall;
+    double longest_step;
+    PyObject *raw;  /* (code, line) every task of the site shares, or None */
+    PyObject *code; /* the coroutine code of its first task, or None */
+} SiteCore;
+
+static PyMemberDef site_core_members[] = {
+    {"created", T_PYSSIZET, offsetof(SiteCore, created), 0, "Tasks created here."},
+    {"completed", T_PYSSIZET, offsetof(SiteCore, completed), 0, "Tasks that completed."},
+    {"failed", T_PYSSIZET, offsetof(SiteCore, failed), 0, "Tasks that failed."},
+    {"cancelled", T_PYSSIZET, offsetof(SiteCore, cancelled), 0, "Tasks cancelled."},
+    {"alive", T_PYSSIZET, offsetof(SiteCore, alive), 0, "Tasks still alive."},
+    {"busy", T_DOUBLE, offsetof(SiteCore, busy), 0, "Busy seconds of finished tasks."},
+    {"wall", T_DOUBLE, offsetof(SiteCore, wall), 0, "Lifetime seconds of finished tasks."},
+    {"longest_step", T_DOUBLE, offsetof(SiteCore, longest_step), 0, "Longest step, seconds."},
+    {"raw", T_OBJECT, offsetof(SiteCore, raw), 0, "(code, line) of the site, or None."},
+    {"code", T_OBJECT, offsetof(SiteCore, code), 0, "The tasks' coroutine code, or None."},
+    {NULL},
+};
+
+static PyObject *
+site_core_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    SiteCore *self = (SiteCore *)type->tp_alloc(type, 0);
+    if (self != NULL) {
+        self->raw = Py_NewRef(Py_None);
+        self->code = Py_NewRef(Py_None);
+    }
+    return (PyObject *)self;
+}
+
+static int
+site_core_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    Py_VISIT(((SiteCore *)op)->raw);
+    Py_VISIT(((SiteCore *)op)->code);
+    return 0;
+}
+
+static int
+site_core_clear(PyObject *op)
+{
+    Py_CLEAR(((SiteCore *)op)->raw);
+    Py_CLEAR(((SiteCore *)op)->code);
+    return 0;
+}
+
+static void
+site_core_dealloc(PyObject *op)
+{
+    PyObject_GC_UnTrack(op);
+    site_core_clear(op);
+    Py_TYPE(op)->tp_free(op);
+}
+
+static PyTypeObject SiteCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "taskscope._core._speedups.SiteCore",
+    .tp_doc = "The running totals of one creation site.",
+    .tp_basicsize = sizeof(SiteCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = site_core_new,
+    .tp_traverse = site_core_traverse,
+    .tp_clear = site_core_clear,
+    .tp_dealloc = site_core_dealloc,
+    .tp_members = site_core_members,
 };
 
 /* The record as a RecordCore, or NULL with TypeError set. */
@@ -121,10 +279,32 @@ report_internal_error(PyObject *on_error, PyObject *where)
     Py_XDECREF(traceback);
 }
 
+/* time.perf_counter, when it reads CLOCK_MONOTONIC (checked at import): read_clock then
+   reads that clock itself, the same value without a call into Python (~150
+   instructions, several times per task). */
+static PyObject *perf_counter;
+#if defined(CLOCK_MONOTONIC)
+#define HAVE_DIRECT_CLOCK 1
+static int direct_perf_counter;
+#endif
+
 /* Call the clock; -1.0 with an exception set on failure. */
 static double
 read_clock(PyObject *clock)
 {
+#ifdef HAVE_DIRECT_CLOCK
+    if (clock == perf_counter && direct_perf_counter) {
+        struct timespec ts;
+        if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0) {
+            /* As CPython converts nanoseconds to float seconds (_PyTime_AsSecondsDouble). */
+            long long ns = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+            if (ns % 1000000000LL == 0) {
+                return (double)(ns / 1000000000LL);
+            }
+            return (double)ns / 1e9;
+        }
+    }
+#endif
     PyObject *now = PyObject_CallNoArgs(clock);
     if (now == NULL) {
         return -1.0;
@@ -138,6 +318,9 @@ read_clock(PyObject *clock)
 static int
 call_hook(PyObject *instruments, PyObject *hook, PyObject *record, PyObject *extra)
 {
+    if (PyDict_GET_SIZE(instruments) == 0) { /* no instruments: the common case */
+        return 0;
+    }
     int present = PyDict_Contains(instruments, hook);
     if (present <= 0) {
         return present;
@@ -195,7 +378,10 @@ account_step(TimedStep *self, PyObject *record, RecordCore *core, PyObject *task
         Py_XSETREF(core->first_step, first);
         /* A task that finished in its first step only needs first_step() for the
            task_created hook (the record's name is read at finish). */
-        int wanted = done ? PyDict_Contains(self->instruments, str_created) : 1;
+        int wanted = !done ? 1
+                     : PyDict_GET_SIZE(self->instruments) == 0
+                         ? 0
+                         : PyDict_Contains(self->instruments, str_created);
         if (wanted < 0) {
             return -1;
         }
@@ -227,14 +413,17 @@ account_step(TimedStep *self, PyObject *record, RecordCore *core, PyObject *task
         if (ended == NULL) {
             return -1;
         }
-        PyObject *r = PyObject_CallFunctionObjArgs(self->finish, record, task, ended, NULL);
+        PyObject *finish_args[] = {record, task, ended};
+        PyObject *r = PyObject_Vectorcall(self->finish, finish_args, 3, NULL);
         Py_DECREF(ended);
         if (r == NULL) {
             return -1;
         }
         Py_DECREF(r);
     }
-    int after = PyDict_Contains(self->instruments, str_after);
+    int after = PyDict_GET_SIZE(self->instruments) == 0
+                    ? 0
+                    : PyDict_Contains(self->instruments, str_after);
     if (after <= 0) {
         return after;
     }
@@ -684,6 +873,687 @@ static PyTypeObject CallSoonType = {
     .tp_dealloc = call_soon_dealloc,
 };
 
+/* ---------------------------------------------------------------- shared helpers */
+
+/* The object a weak reference points to (new reference), or NULL if it is dead. */
+static PyObject *
+weakref_target(PyObject *ref)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *target = NULL;
+    if (PyWeakref_GetRef(ref, &target) < 0) {
+        PyErr_Clear();
+        return NULL;
+    }
+    return target;
+#else
+    PyObject *target = PyWeakref_GetObject(ref); /* borrowed */
+    if (target == NULL || target == Py_None) {
+        PyErr_Clear();
+        return NULL;
+    }
+    return Py_NewRef(target);
+#endif
+}
+
+/* ---------------------------------------------------------------- TaskRecorder */
+
+/* Frame kinds: the values of AsyncioBackend._frame_kinds (keep in sync with
+   _asyncio.py: _USER, _LIBRARY, _DISPATCH, _ENTRY). */
+enum { KIND_USER = 0, KIND_LIBRARY = 1, KIND_DISPATCH = 2, KIND_ENTRY = 3 };
+#define MAX_WALK 64
+/* site_key_of in _registry.py: address | line << 48 */
+#define ADDRESS_SPAN ((unsigned long long)1 << 48)
+#define LINE_SHIFT 48
+#define LINE_SPAN (1 << 15)
+
+/* Small direct-mapped caches in front of the dict lookups the recorder makes for every
+   task. Keys are code objects that cannot die while cached: a code's kind is cached
+   only when it is in frame_kinds, which keeps every code it holds alive (_asyncio.py:
+   _kind_codes), and a line is cached only for such a code. */
+#define KIND_SLOTS 256
+#define LINE_SLOTS 256
+
+typedef struct {
+    PyObject *code;
+    long kind;
+} KindSlot;
+
+typedef struct {
+    PyObject *code;
+    int lasti;
+    int line;
+} LineSlot;
+
+static inline size_t
+slot_of(const void *pointer, size_t salt, size_t slots)
+{
+    return (((uintptr_t)pointer >> 4) ^ salt) & (slots - 1);
+}
+
+/* discover(task, loop): the record of a task that schedules a step untracked, or None.
+   The common case (a new task of a known class, on the loop seen last, running a user
+   coroutine, created under a user frame at a known site) is handled here; everything
+   else is handed to `slow` (AsyncioBackend._discover), which handles every case and
+   fills the caches this path reads, so it runs once per new code, site or loop. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *slow;
+    PyObject *task_types;  /* tuple of task classes handled here */
+    PyObject *frame_kinds; /* id(code) -> frame kind */
+    PyObject *current_tasks; /* asyncio's {loop: running task} */
+    PyObject *record_class;
+    PyObject *live;
+    PyObject *sites;
+    PyObject *ref_keys;
+    PyObject *ids;
+    PyObject *gone;
+    PyObject *clock;
+    PyObject *loop_ref; /* weakref to the loop the slow path saw last, or NULL */
+    vectorcallfunc vectorcall;
+    KindSlot kind_cache[KIND_SLOTS];
+    LineSlot line_cache[LINE_SLOTS];
+} TaskRecorder;
+
+static PyObject *str_cr_suspended, *str_cr_code, *str_get_name, *str_append, *str_exception,
+    *str_finished_hook, *empty_tuple;
+
+/* The frame kind of a code object, or -1 when unknown (or on error, set). */
+static long
+frame_kind(PyObject *kinds, KindSlot *cache, PyObject *code)
+{
+    KindSlot *slot = &cache[slot_of(code, 0, KIND_SLOTS)];
+    if (slot->code == code) {
+        return slot->kind;
+    }
+    PyObject *key = PyLong_FromVoidPtr(code);
+    if (key == NULL) {
+        return -1;
+    }
+    PyObject *kind = PyDict_GetItemWithError(kinds, key); /* borrowed */
+    Py_DECREF(key);
+    if (kind == NULL) {
+        return -1;
+    }
+    long value = PyLong_AsLong(kind);
+    if (value >= 0) {
+        slot->code = code;
+        slot->kind = value;
+    }
+    return value;
+}
+
+/* The line a frame of a code in frame_kinds is at (computing it scans the line table). */
+static int
+frame_line(LineSlot *cache, PyFrameObject *frame, PyObject *code)
+{
+    int lasti = PyFrame_GetLasti(frame);
+    LineSlot *slot = &cache[slot_of(code, (size_t)lasti, LINE_SLOTS)];
+    if (slot->code == code && slot->lasti == lasti) {
+        return slot->line;
+    }
+    int line = PyFrame_GetLineNumber(frame);
+    slot->code = code;
+    slot->lasti = lasti;
+    slot->line = line;
+    return line;
+}
+
+static int
+is_known_task(TaskRecorder *self, PyObject *task)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(self->task_types);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if ((PyObject *)Py_TYPE(task) == PyTuple_GET_ITEM(self->task_types, i)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Walk from the current frame to the innermost user frame (AsyncioBackend.user_frame).
+   Returns 1 with *code (new reference) and *line set, 0 when the slow path must decide
+   (an unknown code, an entry point, no user frame), -1 on error. */
+static int
+creating_frame(TaskRecorder *self, PyObject **code, int *line)
+{
+    PyFrameObject *frame = PyEval_GetFrame(); /* borrowed */
+    Py_XINCREF(frame);
+    int found = 0;
+    for (int depth = 0; frame != NULL && depth < MAX_WALK; depth++) {
+        PyCodeObject *frame_code = PyFrame_GetCode(frame);
+        long kind = frame_kind(self->frame_kinds, self->kind_cache, (PyObject *)frame_code);
+        if (kind == KIND_USER) {
+            *code = (PyObject *)frame_code;
+            *line = frame_line(self->line_cache, frame, *code);
+            found = 1;
+            break;
+        }
+        Py_DECREF(frame_code);
+        if (kind != KIND_LIBRARY) {
+            found = PyErr_Occurred() ? -1 : 0;
+            break;
+        }
+        PyFrameObject *back = PyFrame_GetBack(frame);
+        Py_DECREF(frame);
+        frame = back;
+    }
+    Py_XDECREF(frame);
+    return found;
+}
+
+/* The parent task's record id (new reference; None when untracked or no task runs). */
+static PyObject *
+parent_id_of(TaskRecorder *self, PyObject *loop)
+{
+    PyObject *parent = PyDict_GetItemWithError(self->current_tasks, loop); /* borrowed */
+    if (parent == NULL) {
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    }
+    PyObject *key = PyLong_FromVoidPtr(parent);
+    if (key == NULL) {
+        return NULL;
+    }
+    PyObject *record = PyDict_GetItemWithError(self->live, key); /* borrowed */
+    Py_DECREF(key);
+    if (record == NULL) {
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    }
+    if (!PyObject_TypeCheck(record, &RecordCoreType)) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromSsize_t(((RecordCore *)record)->id);
+}
+
+/* Registry.new_record for a task created at a known site (`site`, whose `raw` is the
+   location tuple every task of the site shares). New reference, NULL on error. */
+static PyObject *
+new_record(TaskRecorder *self, PyObject *task, PyObject *code, SiteCore *site,
+           PyObject *parent_id)
+{
+    site->created += 1;
+    site->alive += 1;
+    PyObject *key = PyLong_FromVoidPtr(task);
+    if (key == NULL) {
+        return NULL;
+    }
+    PyObject *record = NULL, *ref = NULL, *ref_key = NULL, *next_id = NULL;
+    ref = PyWeakref_NewRef(task, self->gone);
+    if (ref == NULL || (ref_key = PyLong_FromVoidPtr(ref)) == NULL ||
+        PyDict_SetItem(self->ref_keys, ref_key, key) < 0) {
+        goto error;
+    }
+    PyTypeObject *cls = (PyTypeObject *)self->record_class;
+    record = cls->tp_new(cls, empty_tuple, NULL);
+    if (record == NULL || (next_id = PyIter_Next(self->ids)) == NULL) {
+        goto error;
+    }
+    RecordCore *core = (RecordCore *)record;
+    core->id = PyLong_AsSsize_t(next_id);
+    if (core->id == -1 && PyErr_Occurred()) {
+        goto error;
+    }
+    double created = read_clock(self->clock);
+    if (created == -1.0 && PyErr_Occurred()) {
+        goto error;
+    }
+    core->created = created;
+    Py_SETREF(core->code, Py_NewRef(code));
+    Py_SETREF(core->created_at, Py_NewRef(site->raw));
+    Py_SETREF(core->parent_id, Py_NewRef(parent_id));
+    Py_SETREF(core->owner_key, Py_NewRef(key));
+    Py_SETREF(core->ref, Py_NewRef(ref));
+    Py_SETREF(core->site, Py_NewRef((PyObject *)site));
+    if (PyDict_SetItem(self->live, key, record) < 0) {
+        goto error;
+    }
+    Py_DECREF(key);
+    Py_DECREF(ref);
+    Py_DECREF(ref_key);
+    Py_DECREF(next_id);
+    return record;
+error:
+    Py_DECREF(key);
+    Py_XDECREF(ref);
+    Py_XDECREF(ref_key);
+    Py_XDECREF(next_id);
+    Py_XDECREF(record);
+    return NULL;
+}
+
+/* The loop is the one the slow path saw last (so the loop monitor knows it). */
+static int
+is_known_loop(TaskRecorder *self, PyObject *loop)
+{
+    if (self->loop_ref == NULL) {
+        return 0;
+    }
+    PyObject *target = weakref_target(self->loop_ref);
+    int same = target == loop;
+    Py_XDECREF(target);
+    return same;
+}
+
+/* The fast path: 1 with *record set (new reference), 0 to take the slow path, -1 on
+   error. Nothing is changed before the last step, so falling back is always safe. */
+static int
+discover_fast(TaskRecorder *self, PyObject *task, PyObject *loop, PyObject **record)
+{
+    if (!is_known_task(self, task) || !is_known_loop(self, loop)) {
+        return 0;
+    }
+    int status = 0;
+    PyObject *coro = NULL, *suspended = NULL, *code = NULL, *frame_code = NULL, *key = NULL,
+             *parent_id = NULL, *done = NULL;
+    done = PyObject_CallMethodNoArgs(task, str_done);
+    if (done != Py_False) {
+        status = done == NULL ? -1 : 0;
+        goto exit;
+    }
+    coro = PyObject_CallMethodNoArgs(task, str_get_coro);
+    if (coro == NULL) {
+        status = -1;
+        goto exit;
+    }
+    if (!PyCoro_CheckExact(coro)) {
+        goto exit;
+    }
+    /* A coroutine that already ran: the task existed before taskscope (adopted). */
+    suspended = PyObject_GetAttr(coro, str_cr_suspended);
+    if (suspended != Py_False) {
+        status = suspended == NULL ? -1 : 0;
+        goto exit;
+    }
+    code = PyObject_GetAttr(coro, str_cr_code);
+    if (code == NULL) {
+        status = -1;
+        goto exit;
+    }
+    long kind = frame_kind(self->frame_kinds, self->kind_cache, code);
+    if (kind != KIND_USER) { /* unknown, or a library wrapper to look into */
+        status = PyErr_Occurred() ? -1 : 0;
+        goto exit;
+    }
+    int line = 0;
+    status = creating_frame(self, &frame_code, &line);
+    if (status <= 0) {
+        goto exit;
+    }
+    status = 0;
+    unsigned long long address = (unsigned long long)(uintptr_t)frame_code;
+    if (line <= 0 || line >= LINE_SPAN || address >= ADDRESS_SPAN) {
+        goto exit;
+    }
+    key = PyLong_FromUnsignedLongLong(address | ((unsigned long long)line << LINE_SHIFT));
+    if (key == NULL) {
+        status = -1;
+        goto exit;
+    }
+    PyObject *site = PyDict_GetItemWithError(self->sites, key); /* borrowed */
+    if (site == NULL) { /* a new site: the slow path creates its aggregate */
+        status = PyErr_Occurred() ? -1 : 0;
+        goto exit;
+    }
+    if (!PyObject_TypeCheck(site, &SiteCoreType) || ((SiteCore *)site)->raw == Py_None) {
+        goto exit;
+    }
+    parent_id = parent_id_of(self, loop);
+    if (parent_id == NULL) {
+        status = -1;
+        goto exit;
+    }
+    Py_INCREF(site);
+    *record = new_record(self, task, code, (SiteCore *)site, parent_id);
+    Py_DECREF(site);
+    status = *record == NULL ? -1 : 1;
+exit:
+    Py_XDECREF(done);
+    Py_XDECREF(coro);
+    Py_XDECREF(suspended);
+    Py_XDECREF(code);
+    Py_XDECREF(frame_code);
+    Py_XDECREF(key);
+    Py_XDECREF(parent_id);
+    return status;
+}
+
+static PyObject *
+task_recorder_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    TaskRecorder *self = (TaskRecorder *)op;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs != 2 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0)) {
+        PyErr_SetString(PyExc_TypeError, "discover(task, loop)");
+        return NULL;
+    }
+    PyObject *record = NULL;
+    int status = discover_fast(self, args[0], args[1], &record);
+    if (status != 0) {
+        return status > 0 ? record : NULL;
+    }
+    /* The slow path; the loop it saw is the one the fast path accepts next. */
+    record = PyObject_Vectorcall(self->slow, args, 2, NULL);
+    if (record != NULL && !is_known_loop(self, args[1])) {
+        PyObject *ref = PyWeakref_NewRef(args[1], NULL);
+        if (ref == NULL) {
+            PyErr_Clear(); /* a loop class without weak references: always slow */
+        }
+        Py_XSETREF(self->loop_ref, ref);
+    }
+    return record;
+}
+
+static int
+task_recorder_init(PyObject *op, PyObject *args, PyObject *kwargs)
+{
+    TaskRecorder *self = (TaskRecorder *)op;
+    static char *keywords[] = {"slow", "task_types", "frame_kinds", "current_tasks",
+                               "record_class", "live", "sites", "ref_keys", "ids", "gone",
+                               "clock", NULL};
+    PyObject *slow, *task_types, *frame_kinds, *current_tasks, *record_class, *live, *sites,
+        *ref_keys, *ids, *gone, *clock;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO!O!O!O!O!O!O!OOO:TaskRecorder", keywords,
+                                     &slow, &PyTuple_Type, &task_types, &PyDict_Type,
+                                     &frame_kinds, &PyDict_Type, &current_tasks, &PyType_Type,
+                                     &record_class, &PyDict_Type, &live, &PyDict_Type, &sites,
+                                     &PyDict_Type, &ref_keys, &ids, &gone, &clock)) {
+        return -1;
+    }
+    if (!PyType_IsSubtype((PyTypeObject *)record_class, &RecordCoreType)) {
+        PyErr_SetString(PyExc_TypeError, "record_class must subclass RecordCore");
+        return -1;
+    }
+    Py_XSETREF(self->slow, Py_NewRef(slow));
+    Py_XSETREF(self->task_types, Py_NewRef(task_types));
+    Py_XSETREF(self->frame_kinds, Py_NewRef(frame_kinds));
+    Py_XSETREF(self->current_tasks, Py_NewRef(current_tasks));
+    Py_XSETREF(self->record_class, Py_NewRef(record_class));
+    Py_XSETREF(self->live, Py_NewRef(live));
+    Py_XSETREF(self->sites, Py_NewRef(sites));
+    Py_XSETREF(self->ref_keys, Py_NewRef(ref_keys));
+    Py_XSETREF(self->ids, Py_NewRef(ids));
+    Py_XSETREF(self->gone, Py_NewRef(gone));
+    Py_XSETREF(self->clock, Py_NewRef(clock));
+    Py_CLEAR(self->loop_ref);
+    memset(self->kind_cache, 0, sizeof(self->kind_cache));
+    memset(self->line_cache, 0, sizeof(self->line_cache));
+    self->vectorcall = task_recorder_vectorcall;
+    return 0;
+}
+
+static int
+task_recorder_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    TaskRecorder *self = (TaskRecorder *)op;
+    Py_VISIT(self->slow);
+    Py_VISIT(self->task_types);
+    Py_VISIT(self->frame_kinds);
+    Py_VISIT(self->current_tasks);
+    Py_VISIT(self->record_class);
+    Py_VISIT(self->live);
+    Py_VISIT(self->sites);
+    Py_VISIT(self->ref_keys);
+    Py_VISIT(self->ids);
+    Py_VISIT(self->gone);
+    Py_VISIT(self->clock);
+    Py_VISIT(self->loop_ref);
+    return 0;
+}
+
+static int
+task_recorder_clear(PyObject *op)
+{
+    TaskRecorder *self = (TaskRecorder *)op;
+    Py_CLEAR(self->slow);
+    Py_CLEAR(self->task_types);
+    Py_CLEAR(self->frame_kinds);
+    Py_CLEAR(self->current_tasks);
+    Py_CLEAR(self->record_class);
+    Py_CLEAR(self->live);
+    Py_CLEAR(self->sites);
+    Py_CLEAR(self->ref_keys);
+    Py_CLEAR(self->ids);
+    Py_CLEAR(self->gone);
+    Py_CLEAR(self->clock);
+    Py_CLEAR(self->loop_ref);
+    return 0;
+}
+
+static void
+task_recorder_dealloc(PyObject *op)
+{
+    PyObject_GC_UnTrack(op);
+    task_recorder_clear(op);
+    Py_TYPE(op)->tp_free(op);
+}
+
+static PyObject *
+generic_vectorcall_call(PyObject *op, PyObject *args, PyObject *kwargs)
+{
+    return PyVectorcall_Call(op, args, kwargs);
+}
+
+static PyTypeObject TaskRecorderType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "taskscope._core._speedups.TaskRecorder",
+    .tp_doc = "discover(task, loop): record a new task (AsyncioBackend._discover's fast "
+              "path).",
+    .tp_basicsize = sizeof(TaskRecorder),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(TaskRecorder, vectorcall),
+    .tp_call = generic_vectorcall_call,
+    .tp_new = PyType_GenericNew,
+    .tp_init = task_recorder_init,
+    .tp_traverse = task_recorder_traverse,
+    .tp_clear = task_recorder_clear,
+    .tp_dealloc = task_recorder_dealloc,
+};
+
+/* ---------------------------------------------------------------- TaskFinisher */
+
+/* finish(record, task, ended): a task's last step ended at `ended`. A task that
+   completed (no exception, not cancelled) while no instrument wants task_finished is
+   moved to the history here (Registry.task_finished); every other ending goes to `slow`
+   (AsyncioBackend.finish). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *slow;
+    PyObject *instruments;
+    PyObject *live;
+    PyObject *ref_keys;
+    PyObject *history;
+    vectorcallfunc vectorcall;
+} TaskFinisher;
+
+#define COMPLETED 1
+
+/* Fold a completed record into its site aggregate. */
+static void
+fold_into_site(SiteCore *site, RecordCore *core, double ended)
+{
+    site->alive -= 1;
+    site->completed += 1;
+    site->busy += core->busy;
+    site->wall += ended - core->created;
+    if (core->longest_step > site->longest_step) {
+        site->longest_step = core->longest_step;
+    }
+}
+
+/* Registry.task_finished(record, COMPLETED, task, ended). */
+static int
+finish_completed(TaskFinisher *self, RecordCore *core, PyObject *task, PyObject *ended)
+{
+    double end = PyFloat_AsDouble(ended);
+    if (end == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    core->state = COMPLETED;
+    Py_SETREF(core->ended, Py_NewRef(ended));
+    PyObject *name = PyObject_CallMethodNoArgs(task, str_get_name);
+    if (name != NULL && PyUnicode_Check(name)) {
+        Py_SETREF(core->name, name);
+    }
+    else {
+        Py_XDECREF(name);
+        PyErr_Clear(); /* keep the last known name */
+    }
+    if (PyDict_DelItem(self->live, core->owner_key) < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_KeyError)) {
+            return -1;
+        }
+        PyErr_Clear();
+    }
+    if (core->ref != Py_None) {
+        /* No weakref callback for a finished task. */
+        PyObject *ref_key = PyLong_FromVoidPtr(core->ref);
+        if (ref_key == NULL) {
+            return -1;
+        }
+        int deleted = PyDict_DelItem(self->ref_keys, ref_key);
+        Py_DECREF(ref_key);
+        if (deleted < 0) {
+            if (!PyErr_ExceptionMatches(PyExc_KeyError)) {
+                return -1;
+            }
+            PyErr_Clear();
+        }
+        Py_SETREF(core->ref, Py_NewRef(Py_None));
+    }
+    if (PyObject_TypeCheck(core->site, &SiteCoreType)) {
+        fold_into_site((SiteCore *)core->site, core, end);
+    }
+    PyObject *r = PyObject_CallMethodOneArg(self->history, str_append, (PyObject *)core);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    /* A completed record holds no task, no weakref and no exception: nothing that can
+       lead back to it, so the cyclic collector need not scan the 10,000 in the history
+       (plain Python cannot untrack; this cut the GC's cost per task by about half). */
+    PyObject_GC_UnTrack((PyObject *)core);
+    return 0;
+}
+
+/* 1 when the task completed (not cancelled, no exception), 0 if not, -1 on error. */
+static int
+completed(PyObject *task)
+{
+    PyObject *cancelled = PyObject_CallMethodNoArgs(task, str_cancelled);
+    if (cancelled != Py_False) {
+        if (cancelled == NULL) {
+            return -1;
+        }
+        Py_DECREF(cancelled);
+        return 0;
+    }
+    Py_DECREF(cancelled);
+    /* The private attribute: exception() would mark it retrieved (_compat.py). */
+    PyObject *exception = PyObject_GetAttr(task, str_exception);
+    if (exception == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    Py_DECREF(exception);
+    return exception == Py_None;
+}
+
+static PyObject *
+task_finisher_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    TaskFinisher *self = (TaskFinisher *)op;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs == 3 && (kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0) &&
+        PyFloat_CheckExact(args[2]) && PyObject_TypeCheck(args[0], &RecordCoreType)) {
+        RecordCore *core = (RecordCore *)args[0];
+        int hooked = PyDict_GET_SIZE(self->instruments) == 0
+                         ? 0
+                         : PyDict_Contains(self->instruments, str_finished_hook);
+        if (hooked < 0) {
+            return NULL;
+        }
+        if (!hooked && core->state == 0) {
+            int done = completed(args[1]);
+            if (done < 0) {
+                return NULL;
+            }
+            if (done) {
+                if (finish_completed(self, core, args[1], args[2]) < 0) {
+                    return NULL;
+                }
+                Py_RETURN_NONE;
+            }
+        }
+    }
+    return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
+}
+
+static int
+task_finisher_init(PyObject *op, PyObject *args, PyObject *kwargs)
+{
+    TaskFinisher *self = (TaskFinisher *)op;
+    static char *keywords[] = {"slow", "instruments", "live", "ref_keys", "history", NULL};
+    PyObject *slow, *instruments, *live, *ref_keys, *history;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO!O!O!O:TaskFinisher", keywords, &slow,
+                                     &PyDict_Type, &instruments, &PyDict_Type, &live,
+                                     &PyDict_Type, &ref_keys, &history)) {
+        return -1;
+    }
+    Py_XSETREF(self->slow, Py_NewRef(slow));
+    Py_XSETREF(self->instruments, Py_NewRef(instruments));
+    Py_XSETREF(self->live, Py_NewRef(live));
+    Py_XSETREF(self->ref_keys, Py_NewRef(ref_keys));
+    Py_XSETREF(self->history, Py_NewRef(history));
+    self->vectorcall = task_finisher_vectorcall;
+    return 0;
+}
+
+static int
+task_finisher_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    TaskFinisher *self = (TaskFinisher *)op;
+    Py_VISIT(self->slow);
+    Py_VISIT(self->instruments);
+    Py_VISIT(self->live);
+    Py_VISIT(self->ref_keys);
+    Py_VISIT(self->history);
+    return 0;
+}
+
+static int
+task_finisher_clear(PyObject *op)
+{
+    TaskFinisher *self = (TaskFinisher *)op;
+    Py_CLEAR(self->slow);
+    Py_CLEAR(self->instruments);
+    Py_CLEAR(self->live);
+    Py_CLEAR(self->ref_keys);
+    Py_CLEAR(self->history);
+    return 0;
+}
+
+static void
+task_finisher_dealloc(PyObject *op)
+{
+    PyObject_GC_UnTrack(op);
+    task_finisher_clear(op);
+    Py_TYPE(op)->tp_free(op);
+}
+
+static PyTypeObject TaskFinisherType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "taskscope._core._speedups.TaskFinisher",
+    .tp_doc = "finish(record, task, ended): AsyncioBackend.finish's fast path for tasks "
+              "that completed.",
+    .tp_basicsize = sizeof(TaskFinisher),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(TaskFinisher, vectorcall),
+    .tp_call = generic_vectorcall_call,
+    .tp_new = PyType_GenericNew,
+    .tp_init = task_finisher_init,
+    .tp_traverse = task_finisher_traverse,
+    .tp_clear = task_finisher_clear,
+    .tp_dealloc = task_finisher_dealloc,
+};
+
 /* ---------------------------------------------------------------- module */
 
 static int
@@ -706,6 +1576,13 @@ intern_all(void)
         {&str_created, "task_created"},
         {&msg_call_soon, "asyncio backend: call_soon"},
         {&msg_step, "asyncio backend: step accounting"},
+        {&empty_str, ""},
+        {&str_cr_suspended, "cr_suspended"},
+        {&str_cr_code, "cr_code"},
+        {&str_get_name, "get_name"},
+        {&str_append, "append"},
+        {&str_exception, "_exception"},
+        {&str_finished_hook, "task_finished"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         *names[i].target = PyUnicode_InternFromString(names[i].text);
@@ -713,6 +1590,36 @@ intern_all(void)
             return -1;
         }
     }
+    return 0;
+}
+
+/* Keep time.perf_counter, and note whether it reads CLOCK_MONOTONIC. */
+static int
+find_perf_counter(void)
+{
+    PyObject *time_module = PyImport_ImportModule("time");
+    if (time_module == NULL) {
+        return -1;
+    }
+    perf_counter = PyObject_GetAttrString(time_module, "perf_counter");
+    PyObject *info = PyObject_CallMethod(time_module, "get_clock_info", "s", "perf_counter");
+    Py_DECREF(time_module);
+    if (perf_counter == NULL || info == NULL) {
+        Py_XDECREF(info);
+        return -1;
+    }
+#ifdef HAVE_DIRECT_CLOCK
+    PyObject *implementation = PyObject_GetAttrString(info, "implementation");
+    if (implementation == NULL) {
+        Py_DECREF(info);
+        return -1;
+    }
+    direct_perf_counter =
+        PyUnicode_Check(implementation) &&
+        PyUnicode_CompareWithASCIIString(implementation, "clock_gettime(CLOCK_MONOTONIC)") == 0;
+    Py_DECREF(implementation);
+#endif
+    Py_DECREF(info);
     return 0;
 }
 
@@ -726,8 +1633,14 @@ static struct PyModuleDef speedups_module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    if (intern_all() < 0 || PyType_Ready(&RecordCoreType) < 0 ||
-        PyType_Ready(&TimedStepType) < 0 || PyType_Ready(&CallSoonType) < 0) {
+    empty_tuple = PyTuple_New(0);
+    if (empty_tuple == NULL || intern_all() < 0 || PyType_Ready(&RecordCoreType) < 0 ||
+        PyType_Ready(&SiteCoreType) < 0 ||
+        PyType_Ready(&TimedStepType) < 0 || PyType_Ready(&CallSoonType) < 0 ||
+        PyType_Ready(&TaskRecorderType) < 0 || PyType_Ready(&TaskFinisherType) < 0) {
+        return NULL;
+    }
+    if (find_perf_counter() < 0) {
         return NULL;
     }
     PyObject *module = PyModule_Create(&speedups_module);
@@ -735,8 +1648,11 @@ PyInit__speedups(void)
         return NULL;
     }
     if (PyModule_AddObjectRef(module, "RecordCore", (PyObject *)&RecordCoreType) < 0 ||
+        PyModule_AddObjectRef(module, "SiteCore", (PyObject *)&SiteCoreType) < 0 ||
         PyModule_AddObjectRef(module, "TimedStep", (PyObject *)&TimedStepType) < 0 ||
-        PyModule_AddObjectRef(module, "CallSoon", (PyObject *)&CallSoonType) < 0) {
+        PyModule_AddObjectRef(module, "CallSoon", (PyObject *)&CallSoonType) < 0 ||
+        PyModule_AddObjectRef(module, "TaskRecorder", (PyObject *)&TaskRecorderType) < 0 ||
+        PyModule_AddObjectRef(module, "TaskFinisher", (PyObject *)&TaskFinisherType) < 0) {
         Py_DECREF(module);
         return NULL;
     }
