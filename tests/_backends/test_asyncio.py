@@ -118,6 +118,33 @@ class TestCreation:
         assert task.created_at.line == line_of("in-callback")
         assert task.parent_id is None
 
+    def test_tasks_without_a_user_creator_point_at_their_own_definitions(
+        self, session: Session, loop_flavour: str
+    ) -> None:
+        """Tasks that library code alone created (here ensure_future run as a callback)
+        share the unknown-site bucket, yet each keeps its own coroutine's definition."""
+
+        async def first() -> None:
+            await asyncio.sleep(0)
+
+        async def second() -> None:
+            await asyncio.sleep(0)
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            loop.call_soon(asyncio.ensure_future, first())
+            loop.call_soon(asyncio.ensure_future, second())
+            for _ in range(5):
+                await asyncio.sleep(0)
+
+        run_on(loop_flavour, main)
+        tasks = session.snapshot().tasks
+        for coroutine in (first, second):
+            task = next(t for t in tasks if t.coroutine.endswith(coroutine.__name__))
+            assert task.created_at_is_definition
+            assert task.created_at is not None
+            assert task.created_at.line == coroutine.__code__.co_firstlineno
+
     def test_tasks_created_before_install_are_adopted(self, loop_flavour: str) -> None:
         """Installing inside a running loop adopts the tasks that already exist."""
         sessions: list[Session] = []
