@@ -435,7 +435,8 @@ class AsyncioBackend:
         code = getattr(coro, "cr_code", None)
         if code is not None and self._code_kind(code) == _LIBRARY:
             # A library wrapper (AnyIO's): name the task after the coroutine it runs.
-            code = _compat.wrapped_coroutine_code(coro, self.locations.is_library) or code
+            # (Through the kind cache, so the C recorder knows the wrapped code next time.)
+            code = _compat.wrapped_coroutine_code(coro, self._is_library_code) or code
         parent = current_task(loop)
         parent_record = registry.live.get(id(parent)) if parent is not None else None
         record = registry.new_record(
@@ -457,6 +458,9 @@ class AsyncioBackend:
             kind = _LIBRARY if self.locations.is_library(code) else _USER
             self._set_frame_kind(code, kind)
         return kind
+
+    def _is_library_code(self, code: CodeType) -> bool:
+        return self._code_kind(code) == _LIBRARY
 
     def _new_loop(self, loop: Any) -> None:
         """A task of a loop other than the last one's: tell the loop monitor (which

@@ -955,7 +955,7 @@ typedef struct {
     LineSlot line_cache[LINE_SLOTS];
 } TaskRecorder;
 
-static PyObject *str_cr_suspended, *str_cr_code, *str_get_name, *str_append, *str_exception,
+static PyObject *str_coro, *str_cr_suspended, *str_cr_code, *str_get_name, *str_append, *str_exception,
     *str_finished_hook, *empty_tuple;
 
 /* The frame kind of a code object, or -1 when unknown (or on error, set). */
@@ -1134,6 +1134,67 @@ is_known_loop(TaskRecorder *self, PyObject *loop)
     return same;
 }
 
+/* What a coroutine refers to (gc.get_referents): its frame's locals, and more. */
+#define MAX_REFERENTS 16
+typedef struct {
+    PyObject *items[MAX_REFERENTS];
+    int count;
+} Referents;
+
+static int
+collect_referent(PyObject *obj, void *arg)
+{
+    Referents *found = (Referents *)arg;
+    if (obj != NULL && found->count < MAX_REFERENTS) {
+        found->items[found->count++] = Py_NewRef(obj);
+    }
+    return 0;
+}
+
+/* The user coroutine's code a library wrapper coroutine will run (new reference), or
+   NULL without an exception when the slow path must look (_compat.py:
+   wrapped_coroutine_code, whose search this repeats: AnyIO spawns every task as a
+   wrapper whose argument, or whose argument's `_coro`, is the user's coroutine). */
+static PyObject *
+wrapped_user_code(TaskRecorder *self, PyObject *coro)
+{
+    traverseproc traverse = Py_TYPE(coro)->tp_traverse;
+    if (traverse == NULL) {
+        return NULL;
+    }
+    Referents found = {.count = 0};
+    traverse(coro, collect_referent, &found);
+    PyObject *result = NULL;
+    for (int i = 0; i < found.count && result == NULL; i++) {
+        PyObject *candidate = Py_NewRef(found.items[i]);
+        if (!PyCoro_CheckExact(candidate) && (Py_TYPE(candidate)->tp_flags & Py_TPFLAGS_HEAPTYPE)) {
+            Py_SETREF(candidate, PyObject_GetAttr(candidate, str_coro));
+            if (candidate == NULL) {
+                PyErr_Clear();
+                continue;
+            }
+        }
+        if (PyCoro_CheckExact(candidate) && candidate != coro) {
+            PyObject *code = PyObject_GetAttr(candidate, str_cr_code);
+            if (code == NULL) {
+                PyErr_Clear();
+            }
+            else if (frame_kind(self->frame_kinds, self->kind_cache, code) == KIND_USER) {
+                result = code;
+            }
+            else {
+                Py_DECREF(code);
+                PyErr_Clear();
+            }
+        }
+        Py_DECREF(candidate);
+    }
+    for (int i = 0; i < found.count; i++) {
+        Py_DECREF(found.items[i]);
+    }
+    return result;
+}
+
 /* The fast path: 1 with *record set (new reference), 0 to take the slow path, -1 on
    error. Nothing is changed before the last step, so falling back is always safe. */
 static int
@@ -1170,7 +1231,14 @@ discover_fast(TaskRecorder *self, PyObject *task, PyObject *loop, PyObject **rec
         goto exit;
     }
     long kind = frame_kind(self->frame_kinds, self->kind_cache, code);
-    if (kind != KIND_USER) { /* unknown, or a library wrapper to look into */
+    if (kind == KIND_LIBRARY) {
+        /* A library wrapper (AnyIO's): the task is named after the coroutine it runs. */
+        Py_SETREF(code, wrapped_user_code(self, coro));
+        if (code == NULL) {
+            goto exit;
+        }
+    }
+    else if (kind != KIND_USER) { /* not seen yet */
         status = PyErr_Occurred() ? -1 : 0;
         goto exit;
     }
@@ -1578,6 +1646,7 @@ intern_all(void)
         {&msg_step, "asyncio backend: step accounting"},
         {&empty_str, ""},
         {&str_cr_suspended, "cr_suspended"},
+        {&str_coro, "_coro"},
         {&str_cr_code, "cr_code"},
         {&str_get_name, "get_name"},
         {&str_append, "append"},
