@@ -114,7 +114,6 @@ class AsyncioBackend:
         self._patched_classes: set[type] = set()
         #: ``id()`` of loops inside ``_cancel_all_tasks`` (cancellations there are shutdown).
         self._shutting_down: set[int] = set()
-        self._timed_step = self._make_timed_step()
         #: ``id()`` of a code object -> frame kind (user, library, dispatch, entry point).
         #: Keyed by id because hashing a code object hashes its bytecode and constants;
         #: `_kind_codes` keeps each code alive so that its id is never reused.
@@ -124,6 +123,7 @@ class AsyncioBackend:
             self._set_frame_kind(code, _DISPATCH)
         for code in _ENTRY_CODES:
             self._set_frame_kind(code, _ENTRY)
+        self._timed_step = self._make_timed_step()
         self._call_soon_code: CodeType | None = None
         #: How far up a method the call_soon wrapper calls (`_discover`,
         #: `_note_cancel_request`) finds the caller of call_soon: 2 past the Python
@@ -213,6 +213,7 @@ class AsyncioBackend:
                 registry.ref_keys,
                 registry.history,
             )
+            # note_suspension's walk of the await chain too, with the frame-kind cache.
             timed: Callable[..., None] = _speedups.TimedStep(
                 registry.clock,
                 self.instruments,
@@ -220,6 +221,8 @@ class AsyncioBackend:
                 self._first_step,
                 self.registry.note_suspension,
                 internal_error,
+                self._frame_kinds,
+                self._code_kind,
             )
             return timed
         return self._make_pure_timed_step()

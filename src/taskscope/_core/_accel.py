@@ -39,6 +39,7 @@ class PureRecordCore:
 
     __slots__ = (
         "busy",
+        "cancel_cause",
         "code",
         "created",
         "created_at",

@@ -137,7 +137,7 @@ class TaskRecord(RecordCore):
     #: many of its leaves were cancellations.
     exception_group: tuple[list[tuple[str, str, list[RawLocation]]], int] | None = None
     exception_retrieved: bool | None = None
-    cancel_cause: str | None = None
+    cancel_cause: str | None
     cancel_requester: tuple[int, str] | None = None
     cancel_location: RawLocation | None = None
     cancel_message: str | None = None
@@ -188,6 +188,9 @@ class TaskRecord(RecordCore):
         #: Total time spent ready but waiting for the loop to run it.
         self.scheduled = 0.0
         self.ended = None
+        #: Why it was cancelled, once known ("cancel-call", "timeout", ...). In
+        #: `RecordCore` because the call_soon wrapper reads it at every wakeup.
+        self.cancel_cause = None
         self.busy = 0.0
         self.steps = 0
         #: `steps` when the task was last woken by something it waited for (a future:

@@ -21,6 +21,7 @@
 #include <Python.h>
 #include <stddef.h>
 #include <structmember.h>
+#include <string.h>
 #include <time.h>
 
 /* ---------------------------------------------------------------- RecordCore */
@@ -52,6 +53,7 @@ typedef struct {
     PyObject *name;            /* str */
     PyObject *longest_step_at; /* (code, line) or None */
     PyObject *ended;           /* None or a float */
+    PyObject *cancel_cause;    /* None or str; read at every wakeup */
 } RecordCore;
 
 #define RECORD_OBJECT(field, doc)                                                          \
@@ -84,6 +86,7 @@ static PyMemberDef record_core_members[] = {
     RECORD_OBJECT(name, "The task's name, as last read."),
     RECORD_OBJECT(longest_step_at, "(code, line) suspended at after the longest step."),
     RECORD_OBJECT(ended, "Clock reading at the end, or None."),
+    RECORD_OBJECT(cancel_cause, "Why the task was cancelled, once known, or None."),
     {NULL},
 };
 
@@ -104,6 +107,7 @@ record_core_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         self->name = Py_NewRef(empty_str);
         self->longest_step_at = Py_NewRef(Py_None);
         self->ended = Py_NewRef(Py_None);
+        self->cancel_cause = Py_NewRef(Py_None);
     }
     return (PyObject *)self;
 }
@@ -122,6 +126,7 @@ record_core_traverse(PyObject *op, visitproc visit, void *arg)
     Py_VISIT(self->name);
     Py_VISIT(self->longest_step_at);
     Py_VISIT(self->ended);
+    Py_VISIT(self->cancel_cause);
     return 0;
 }
 
@@ -139,6 +144,7 @@ record_core_clear(PyObject *op)
     Py_CLEAR(self->name);
     Py_CLEAR(self->longest_step_at);
     Py_CLEAR(self->ended);
+    Py_CLEAR(self->cancel_cause);
     return 0;
 }
 
@@ -255,7 +261,8 @@ as_core(PyObject *record)
 }
 
 /* Interned attribute and hook names, created once at module import. */
-static PyObject *str_name, *str_self, *str_cancel_cause, *str_cancelled, *str_done,
+static PyObject *str_cr_frame, *str_gi_frame, *str_cr_await, *str_gi_yieldfrom;
+static PyObject *str_name, *str_self, *str_cancelled, *str_done,
     *str_get_coro, *str_id, *str_call, *str_before, *str_after, *str_created, *msg_call_soon,
     *msg_step;
 
@@ -339,6 +346,82 @@ call_hook(PyObject *instruments, PyObject *hook, PyObject *record, PyObject *ext
     return 0;
 }
 
+/* ---------------------------------------------------------------- code caches */
+
+/* Frame kinds: the values of AsyncioBackend._frame_kinds (keep in sync with
+   _asyncio.py: _USER, _LIBRARY, _DISPATCH, _ENTRY). */
+enum { KIND_USER = 0, KIND_LIBRARY = 1, KIND_DISPATCH = 2, KIND_ENTRY = 3 };
+#define MAX_WALK 64
+/* site_key_of in _registry.py: address | line << 48 */
+#define ADDRESS_SPAN ((unsigned long long)1 << 48)
+#define LINE_SHIFT 48
+#define LINE_SPAN (1 << 15)
+
+/* Small direct-mapped caches in front of the dict lookups the recorder makes for every
+   task. Keys are code objects that cannot die while cached: a code's kind is cached
+   only when it is in frame_kinds, which keeps every code it holds alive (_asyncio.py:
+   _kind_codes), and a line is cached only for such a code. */
+#define KIND_SLOTS 256
+#define LINE_SLOTS 256
+
+typedef struct {
+    PyObject *code;
+    long kind;
+} KindSlot;
+
+typedef struct {
+    PyObject *code;
+    int lasti;
+    int line;
+} LineSlot;
+
+static inline size_t
+slot_of(const void *pointer, size_t salt, size_t slots)
+{
+    return (((uintptr_t)pointer >> 4) ^ salt) & (slots - 1);
+}
+
+/* The frame kind of a code object, or -1 when unknown (or on error, set). */
+static long
+frame_kind(PyObject *kinds, KindSlot *cache, PyObject *code)
+{
+    KindSlot *slot = &cache[slot_of(code, 0, KIND_SLOTS)];
+    if (slot->code == code) {
+        return slot->kind;
+    }
+    PyObject *key = PyLong_FromVoidPtr(code);
+    if (key == NULL) {
+        return -1;
+    }
+    PyObject *kind = PyDict_GetItemWithError(kinds, key); /* borrowed */
+    Py_DECREF(key);
+    if (kind == NULL) {
+        return -1;
+    }
+    long value = PyLong_AsLong(kind);
+    if (value >= 0) {
+        slot->code = code;
+        slot->kind = value;
+    }
+    return value;
+}
+
+/* The line a frame of a code in frame_kinds is at (computing it scans the line table). */
+static int
+frame_line(LineSlot *cache, PyFrameObject *frame, PyObject *code)
+{
+    int lasti = PyFrame_GetLasti(frame);
+    LineSlot *slot = &cache[slot_of(code, (size_t)lasti, LINE_SLOTS)];
+    if (slot->code == code && slot->lasti == lasti) {
+        return slot->line;
+    }
+    int line = PyFrame_GetLineNumber(frame);
+    slot->code = code;
+    slot->lasti = lasti;
+    slot->line = line;
+    return line;
+}
+
 /* ---------------------------------------------------------------- TimedStep */
 
 typedef struct {
@@ -349,8 +432,115 @@ typedef struct {
     PyObject *first_step;
     PyObject *note_suspension;
     PyObject *on_error;
+    PyObject *frame_kinds; /* id(code) -> frame kind, or None: no C suspension walk */
+    PyObject *code_kind;   /* code -> frame kind, filling frame_kinds */
+    PyObject *leaf_types;  /* type -> True when its objects end an await chain */
     vectorcallfunc vectorcall;
+    KindSlot kind_cache[KIND_SLOTS];
+    LineSlot line_cache[LINE_SLOTS];
 } TimedStep;
+
+/* The kind of a code object, asking `code_kind` (which caches it) the first time. */
+static long
+classified_kind(TimedStep *self, PyObject *code)
+{
+    long kind = frame_kind(self->frame_kinds, self->kind_cache, code);
+    if (kind >= 0 || PyErr_Occurred()) {
+        return kind;
+    }
+    PyObject *value = PyObject_CallOneArg(self->code_kind, code);
+    if (value == NULL) {
+        return -1;
+    }
+    kind = PyLong_AsLong(value);
+    Py_DECREF(value);
+    return kind < 0 ? -1 : frame_kind(self->frame_kinds, self->kind_cache, code);
+}
+
+/* 1 when `obj` ends an await chain (an awaitable with none of cr_frame, gi_frame,
+   cr_await, gi_yieldfrom: a future's iterator, a future), 0 if not, -1 on error. Decided
+   once per type. */
+static int
+is_leaf(TimedStep *self, PyObject *obj)
+{
+    PyObject *type = (PyObject *)Py_TYPE(obj);
+    PyObject *known = PyDict_GetItemWithError(self->leaf_types, type); /* borrowed */
+    if (known != NULL) {
+        return known == Py_True;
+    }
+    if (PyErr_Occurred()) {
+        return -1;
+    }
+    int leaf = !PyObject_HasAttr(obj, str_cr_frame) && !PyObject_HasAttr(obj, str_gi_frame) &&
+               !PyObject_HasAttr(obj, str_cr_await) && !PyObject_HasAttr(obj, str_gi_yieldfrom);
+    if (PyDict_SetItem(self->leaf_types, type, leaf ? Py_True : Py_False) < 0) {
+        return -1;
+    }
+    return leaf;
+}
+
+/* Registry.note_suspension for a task running a user coroutine: walk the await chain
+   (cr_await / gi_yieldfrom) to the innermost user frame and keep its (code, line).
+   1 when done, 0 to let the Python version do it (a library coroutine to rename the
+   task after, an awaitable that is neither coroutine nor generator), -1 on error. */
+static int
+note_suspension_fast(TimedStep *self, RecordCore *core, PyObject *coro)
+{
+    if (self->frame_kinds == Py_None || core->code == Py_None) {
+        return 0;
+    }
+    long kind = classified_kind(self, core->code);
+    if (kind != KIND_USER) {
+        return kind < 0 && PyErr_Occurred() ? -1 : 0;
+    }
+    PyObject *found = NULL; /* code of the innermost user frame (borrowed from `frame`) */
+    int line = 0, status = 1;
+    Py_INCREF(coro);
+    for (int depth = 0; coro != Py_None && depth < MAX_WALK; depth++) {
+        int is_coro = PyCoro_CheckExact(coro);
+        if (!is_coro && !PyGen_CheckExact(coro)) {
+            int leaf = is_leaf(self, coro);
+            status = leaf < 0 ? -1 : leaf; /* anything else: the Python walk */
+            break;
+        }
+        PyObject *frame = PyObject_GetAttr(coro, is_coro ? str_cr_frame : str_gi_frame);
+        PyObject *next = frame == NULL ? NULL
+                                       : PyObject_GetAttr(coro, is_coro ? str_cr_await
+                                                                        : str_gi_yieldfrom);
+        if (next == NULL) {
+            Py_XDECREF(frame);
+            status = -1;
+            break;
+        }
+        if (frame != Py_None) {
+            PyObject *code = (PyObject *)PyFrame_GetCode((PyFrameObject *)frame);
+            long frame_kind_value = classified_kind(self, code);
+            if (frame_kind_value == KIND_USER) {
+                line = frame_line(self->line_cache, (PyFrameObject *)frame, code);
+                found = code; /* kept alive by frame_kinds */
+            }
+            Py_DECREF(code);
+            if (frame_kind_value < 0) {
+                Py_DECREF(frame);
+                Py_DECREF(next);
+                status = PyErr_Occurred() ? -1 : 0;
+                break;
+            }
+        }
+        Py_DECREF(frame);
+        Py_SETREF(coro, next);
+    }
+    Py_DECREF(coro);
+    if (status <= 0) {
+        return status;
+    }
+    PyObject *at = found == NULL ? Py_NewRef(Py_None) : Py_BuildValue("(Oi)", found, line);
+    if (at == NULL) {
+        return -1;
+    }
+    Py_SETREF(core->longest_step_at, at);
+    return 1;
+}
 
 /* Account a step that ran from `start` to `end` (the Python version's `account`). */
 static int
@@ -400,12 +590,17 @@ account_step(TimedStep *self, PyObject *record, RecordCore *core, PyObject *task
             if (coro == NULL) {
                 return -1;
             }
-            PyObject *r = PyObject_CallFunctionObjArgs(self->note_suspension, record, coro, NULL);
+            int noted = note_suspension_fast(self, core, coro);
+            if (noted == 0) {
+                PyObject *r =
+                    PyObject_CallFunctionObjArgs(self->note_suspension, record, coro, NULL);
+                noted = r == NULL ? -1 : 1;
+                Py_XDECREF(r);
+            }
             Py_DECREF(coro);
-            if (r == NULL) {
+            if (noted < 0) {
                 return -1;
             }
-            Py_DECREF(r);
         }
     }
     if (done) {
@@ -499,14 +694,28 @@ static int
 timed_step_init(PyObject *op, PyObject *args, PyObject *kwargs)
 {
     TimedStep *self = (TimedStep *)op;
-    static char *keywords[] = {"clock", "instruments", "finish", "first_step", "note_suspension",
-                               "on_error", NULL};
+    static char *keywords[] = {"clock",    "instruments", "finish",    "first_step",
+                               "note_suspension", "on_error", "frame_kinds", "code_kind",
+                               NULL};
     PyObject *clock, *instruments, *finish, *first_step, *note_suspension, *on_error;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO!OOOO:TimedStep", keywords, &clock,
+    PyObject *frame_kinds = Py_None, *code_kind = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO!OOOO|OO:TimedStep", keywords, &clock,
                                      &PyDict_Type, &instruments, &finish, &first_step,
-                                     &note_suspension, &on_error)) {
+                                     &note_suspension, &on_error, &frame_kinds, &code_kind)) {
         return -1;
     }
+    if (frame_kinds != Py_None && !PyDict_Check(frame_kinds)) {
+        PyErr_SetString(PyExc_TypeError, "frame_kinds must be a dict or None");
+        return -1;
+    }
+    Py_XSETREF(self->frame_kinds, Py_NewRef(frame_kinds));
+    Py_XSETREF(self->code_kind, Py_NewRef(code_kind));
+    Py_XSETREF(self->leaf_types, PyDict_New());
+    if (self->leaf_types == NULL) {
+        return -1;
+    }
+    memset(self->kind_cache, 0, sizeof(self->kind_cache));
+    memset(self->line_cache, 0, sizeof(self->line_cache));
     Py_XSETREF(self->clock, Py_NewRef(clock));
     Py_XSETREF(self->instruments, Py_NewRef(instruments));
     Py_XSETREF(self->finish, Py_NewRef(finish));
@@ -527,6 +736,9 @@ timed_step_traverse(PyObject *op, visitproc visit, void *arg)
     Py_VISIT(self->first_step);
     Py_VISIT(self->note_suspension);
     Py_VISIT(self->on_error);
+    Py_VISIT(self->frame_kinds);
+    Py_VISIT(self->code_kind);
+    Py_VISIT(self->leaf_types);
     return 0;
 }
 
@@ -540,6 +752,9 @@ timed_step_clear(PyObject *op)
     Py_CLEAR(self->first_step);
     Py_CLEAR(self->note_suspension);
     Py_CLEAR(self->on_error);
+    Py_CLEAR(self->frame_kinds);
+    Py_CLEAR(self->code_kind);
+    Py_CLEAR(self->leaf_types);
     return 0;
 }
 
@@ -623,6 +838,18 @@ step_record(CallSoon *self, PyObject *loop, PyObject *callback, PyObject **owner
     if (kind == 0) {
         Py_RETURN_NONE;
     }
+    PyObject *task;
+    if (kind == 1 && PyCFunction_Check(callback)) {
+        /* The C task's wakeup, a builtin method: its name and self without attribute
+           lookups (~500 instructions per wakeup). */
+        const char *name = ((PyCFunctionObject *)callback)->m_ml->ml_name;
+        PyObject *self_of = PyCFunction_GET_SELF(callback);
+        if (name == NULL || strcmp(name, "task_wakeup") != 0 || self_of == NULL) {
+            Py_RETURN_NONE;
+        }
+        task = Py_NewRef(self_of);
+        goto have_task;
+    }
     if (kind != 2) {
         PyObject *name = PyObject_GetAttr(callback, str_name);
         if (name == NULL) {
@@ -637,10 +864,11 @@ step_record(CallSoon *self, PyObject *loop, PyObject *callback, PyObject **owner
             Py_RETURN_NONE;
         }
     }
-    PyObject *task = PyObject_GetAttr(callback, str_self);
+    task = PyObject_GetAttr(callback, str_self);
     if (task == NULL) {
         return NULL;
     }
+have_task:;
     PyObject *key = PyLong_FromVoidPtr(task);
     if (key == NULL) {
         Py_DECREF(task);
@@ -690,13 +918,7 @@ note_scheduled(CallSoon *self, PyObject *record, PyObject *loop, PyObject *const
     /* Woken by what it waited for; a step without args is the task rescheduling itself
        (see LoopMonitor: spinning). */
     core->waited_at = core->steps;
-    PyObject *cause = PyObject_GetAttr(record, str_cancel_cause);
-    if (cause == NULL) {
-        return -1;
-    }
-    int unexplained = cause == Py_None;
-    Py_DECREF(cause);
-    if (!unexplained) {
+    if (core->cancel_cause != Py_None && core->cancel_cause != NULL) {
         return 0;
     }
     /* A wakeup with a cancelled future delivers a cancellation. */
@@ -898,39 +1120,6 @@ weakref_target(PyObject *ref)
 
 /* ---------------------------------------------------------------- TaskRecorder */
 
-/* Frame kinds: the values of AsyncioBackend._frame_kinds (keep in sync with
-   _asyncio.py: _USER, _LIBRARY, _DISPATCH, _ENTRY). */
-enum { KIND_USER = 0, KIND_LIBRARY = 1, KIND_DISPATCH = 2, KIND_ENTRY = 3 };
-#define MAX_WALK 64
-/* site_key_of in _registry.py: address | line << 48 */
-#define ADDRESS_SPAN ((unsigned long long)1 << 48)
-#define LINE_SHIFT 48
-#define LINE_SPAN (1 << 15)
-
-/* Small direct-mapped caches in front of the dict lookups the recorder makes for every
-   task. Keys are code objects that cannot die while cached: a code's kind is cached
-   only when it is in frame_kinds, which keeps every code it holds alive (_asyncio.py:
-   _kind_codes), and a line is cached only for such a code. */
-#define KIND_SLOTS 256
-#define LINE_SLOTS 256
-
-typedef struct {
-    PyObject *code;
-    long kind;
-} KindSlot;
-
-typedef struct {
-    PyObject *code;
-    int lasti;
-    int line;
-} LineSlot;
-
-static inline size_t
-slot_of(const void *pointer, size_t salt, size_t slots)
-{
-    return (((uintptr_t)pointer >> 4) ^ salt) & (slots - 1);
-}
-
 /* discover(task, loop): the record of a task that schedules a step untracked, or None.
    The common case (a new task of a known class, on the loop seen last, running a user
    coroutine, created under a user frame at a known site) is handled here; everything
@@ -957,47 +1146,6 @@ typedef struct {
 
 static PyObject *str_coro, *str_cr_suspended, *str_cr_code, *str_get_name, *str_append, *str_exception,
     *str_finished_hook, *empty_tuple;
-
-/* The frame kind of a code object, or -1 when unknown (or on error, set). */
-static long
-frame_kind(PyObject *kinds, KindSlot *cache, PyObject *code)
-{
-    KindSlot *slot = &cache[slot_of(code, 0, KIND_SLOTS)];
-    if (slot->code == code) {
-        return slot->kind;
-    }
-    PyObject *key = PyLong_FromVoidPtr(code);
-    if (key == NULL) {
-        return -1;
-    }
-    PyObject *kind = PyDict_GetItemWithError(kinds, key); /* borrowed */
-    Py_DECREF(key);
-    if (kind == NULL) {
-        return -1;
-    }
-    long value = PyLong_AsLong(kind);
-    if (value >= 0) {
-        slot->code = code;
-        slot->kind = value;
-    }
-    return value;
-}
-
-/* The line a frame of a code in frame_kinds is at (computing it scans the line table). */
-static int
-frame_line(LineSlot *cache, PyFrameObject *frame, PyObject *code)
-{
-    int lasti = PyFrame_GetLasti(frame);
-    LineSlot *slot = &cache[slot_of(code, (size_t)lasti, LINE_SLOTS)];
-    if (slot->code == code && slot->lasti == lasti) {
-        return slot->line;
-    }
-    int line = PyFrame_GetLineNumber(frame);
-    slot->code = code;
-    slot->lasti = lasti;
-    slot->line = line;
-    return line;
-}
 
 static int
 is_known_task(TaskRecorder *self, PyObject *task)
@@ -1633,7 +1781,10 @@ intern_all(void)
     } names[] = {
         {&str_name, "__name__"},
         {&str_self, "__self__"},
-        {&str_cancel_cause, "cancel_cause"},
+        {&str_cr_frame, "cr_frame"},
+        {&str_gi_frame, "gi_frame"},
+        {&str_cr_await, "cr_await"},
+        {&str_gi_yieldfrom, "gi_yieldfrom"},
         {&str_cancelled, "cancelled"},
         {&str_done, "done"},
         {&str_get_coro, "get_coro"},
