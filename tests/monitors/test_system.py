@@ -14,6 +14,16 @@ from taskscope.monitors import HealthSnapshot, _system
 from tests.reportcheck import assert_valid_report
 
 
+async def _until_lag_is_sampled(session: taskscope.Session) -> None:
+    """Run the loop until the loop monitor has measured its lag at least once (on a
+    loaded machine the first probe can take a while; no fixed sleep is long enough)."""
+    for _ in range(2_000):
+        await asyncio.sleep(0.005)
+        loop = session.snapshot().loop
+        if loop is not None and loop.lag.count > 0:
+            return
+
+
 class TestSystem:
     """Samples of CPU, memory, threads, files, GC and tasks."""
 
@@ -63,7 +73,7 @@ class TestSystem:
         with caplog.at_level(logging.WARNING, logger="taskscope"):
             for _ in range(2):
                 with taskscope.monitor(system_interval=0.01) as session:
-                    asyncio.run(asyncio.sleep(0.05))
+                    asyncio.run(_until_lag_is_sampled(session))
                     snapshot = session.snapshot()
                     assert isinstance(snapshot, HealthSnapshot)
                     system = snapshot.system

@@ -130,6 +130,9 @@ class AsyncioBackend:
         #: wrapper's frame, 1 for the C wrapper, which has none.
         self._caller_depth = 2
         self._create_task_code: CodeType | None = None
+        #: What `_track_eager` passes `user_frame` as the code its frame called: the C
+        #: create_task wrapper has no frame of its own (see `_make_create_task`).
+        self._eager_caller: CodeType | None = None
         #: Called (on the loop's thread) with each event loop the first time one of its
         #: tasks is seen: the loop monitor starts watching it.
         self.on_new_loop: Callable[[Any], None] | None = None
@@ -389,6 +392,16 @@ class AsyncioBackend:
         clock = self.registry.clock
         track_eager = self._track_eager
         live = self.registry.live
+        if _speedups is not None:
+            # The same in C (_speedups.c: CreateTask), one frame fewer for every task on
+            # 3.12+. It hands `_track_eager` its caller's frame; `_track_eager`'s own
+            # code then stands for the wrapper where `user_frame` asks who called an
+            # entry point.
+            accelerated: Callable[..., Any] = _speedups.CreateTask(
+                original, clock, live, track_eager, internal_error
+            )
+            self._create_task_code = self._eager_caller = track_eager.__code__
+            return accelerated
 
         def create_task(loop: Any, coro: Any, *args: Any, **kwargs: Any) -> Any:
             try:
@@ -409,7 +422,9 @@ class AsyncioBackend:
 
     # -- recording ------------------------------------------------------------------
 
-    def _discover(self, owner: Any, loop: Any, frame: Any = None) -> TaskRecord | None:
+    def _discover(
+        self, owner: Any, loop: Any, frame: Any = None, caller: CodeType | None = None
+    ) -> TaskRecord | None:
         """An untracked task schedules a step: record it (once per task, hot path).
 
         A task schedules its first step from its constructor, so for a new task the
@@ -432,8 +447,6 @@ class AsyncioBackend:
             # frame); the C wrapper has no frame of its own.
             frame = sys._getframe(self._caller_depth)
             caller = self._call_soon_code
-        else:
-            caller = None
         registry = self.registry
         code = getattr(coro, "cr_code", None)
         if code is not None and self._code_kind(code) == _LIBRARY:
@@ -491,12 +504,12 @@ class AsyncioBackend:
         if task.done():
             code = getattr(coro, "cr_code", None)
             record = self.registry.new_record(
-                task, AsyncioTaskRecord, self.user_frame(frame), code, None
+                task, AsyncioTaskRecord, self.user_frame(frame, self._eager_caller), code, None
             )
             if code is None:
                 record.coroutine_override = _qualname(coro)
         else:
-            found = self._discover(task, loop, frame)
+            found = self._discover(task, loop, frame, self._eager_caller)
             if found is None:
                 return
             record = found

@@ -1770,6 +1770,126 @@ static PyTypeObject TaskFinisherType = {
     .tp_dealloc = task_finisher_dealloc,
 };
 
+/* ---------------------------------------------------------------- CreateTask */
+
+/* create_task(loop, coro, *args, **kwargs), installed on the loop class on 3.12+: an
+   eager task may run, or even finish, inside create_task without ever scheduling a step
+   through call_soon, so a task the registry does not know when create_task returns is
+   handed to `track_eager(task, coro, loop, frame, start)` (the Python wrapper's logic,
+   AsyncioBackend._make_create_task; `frame` is the caller's). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *original;
+    PyObject *clock;
+    PyObject *live;
+    PyObject *track_eager;
+    PyObject *on_error;
+    vectorcallfunc vectorcall;
+} CreateTask;
+
+static PyObject *msg_create_task;
+
+static PyObject *
+create_task_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    CreateTask *self = (CreateTask *)op;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    double start = read_clock(self->clock);
+    if (start == -1.0 && PyErr_Occurred()) {
+        report_internal_error(self->on_error, msg_create_task);
+        return PyObject_Vectorcall(self->original, args, nargsf, kwnames);
+    }
+    PyObject *task = PyObject_Vectorcall(self->original, args, nargsf, kwnames);
+    if (task == NULL || nargs < 2) {
+        return task;
+    }
+    PyObject *key = PyLong_FromVoidPtr(task);
+    int known = key == NULL ? -1 : PyDict_Contains(self->live, key);
+    Py_XDECREF(key);
+    if (known == 0) {
+        PyObject *frame = (PyObject *)PyEval_GetFrame(); /* borrowed; NULL at top level */
+        PyObject *started = PyFloat_FromDouble(start);
+        PyObject *r = started == NULL ? NULL
+                                      : PyObject_CallFunctionObjArgs(
+                                            self->track_eager, task, args[1], args[0],
+                                            frame == NULL ? Py_None : frame, started, NULL);
+        Py_XDECREF(started);
+        known = r == NULL ? -1 : 0;
+        Py_XDECREF(r);
+    }
+    if (known < 0) {
+        report_internal_error(self->on_error, msg_create_task); /* the task is returned */
+    }
+    return task;
+}
+
+static int
+create_task_init(PyObject *op, PyObject *args, PyObject *kwargs)
+{
+    CreateTask *self = (CreateTask *)op;
+    static char *keywords[] = {"original", "clock", "live", "track_eager", "on_error", NULL};
+    PyObject *original, *clock, *live, *track_eager, *on_error;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO!OO:CreateTask", keywords, &original,
+                                     &clock, &PyDict_Type, &live, &track_eager, &on_error)) {
+        return -1;
+    }
+    Py_XSETREF(self->original, Py_NewRef(original));
+    Py_XSETREF(self->clock, Py_NewRef(clock));
+    Py_XSETREF(self->live, Py_NewRef(live));
+    Py_XSETREF(self->track_eager, Py_NewRef(track_eager));
+    Py_XSETREF(self->on_error, Py_NewRef(on_error));
+    self->vectorcall = create_task_vectorcall;
+    return 0;
+}
+
+static int
+create_task_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    CreateTask *self = (CreateTask *)op;
+    Py_VISIT(self->original);
+    Py_VISIT(self->clock);
+    Py_VISIT(self->live);
+    Py_VISIT(self->track_eager);
+    Py_VISIT(self->on_error);
+    return 0;
+}
+
+static int
+create_task_clear(PyObject *op)
+{
+    CreateTask *self = (CreateTask *)op;
+    Py_CLEAR(self->original);
+    Py_CLEAR(self->clock);
+    Py_CLEAR(self->live);
+    Py_CLEAR(self->track_eager);
+    Py_CLEAR(self->on_error);
+    return 0;
+}
+
+static void
+create_task_dealloc(PyObject *op)
+{
+    PyObject_GC_UnTrack(op);
+    create_task_clear(op);
+    Py_TYPE(op)->tp_free(op);
+}
+
+static PyTypeObject CreateTaskType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "taskscope._core._speedups.CreateTask",
+    .tp_doc = "create_task(loop, coro, *args, **kwargs), recording eager tasks (3.12+).",
+    .tp_basicsize = sizeof(CreateTask),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |
+                Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .tp_vectorcall_offset = offsetof(CreateTask, vectorcall),
+    .tp_call = generic_vectorcall_call,
+    .tp_descr_get = call_soon_get, /* binds like a method, as CallSoon does */
+    .tp_new = PyType_GenericNew,
+    .tp_init = create_task_init,
+    .tp_traverse = create_task_traverse,
+    .tp_clear = create_task_clear,
+    .tp_dealloc = create_task_dealloc,
+};
+
 /* ---------------------------------------------------------------- module */
 
 static int
@@ -1795,6 +1915,7 @@ intern_all(void)
         {&str_created, "task_created"},
         {&msg_call_soon, "asyncio backend: call_soon"},
         {&msg_step, "asyncio backend: step accounting"},
+        {&msg_create_task, "asyncio backend: create_task"},
         {&empty_str, ""},
         {&str_cr_suspended, "cr_suspended"},
         {&str_coro, "_coro"},
@@ -1857,7 +1978,8 @@ PyInit__speedups(void)
     if (empty_tuple == NULL || intern_all() < 0 || PyType_Ready(&RecordCoreType) < 0 ||
         PyType_Ready(&SiteCoreType) < 0 ||
         PyType_Ready(&TimedStepType) < 0 || PyType_Ready(&CallSoonType) < 0 ||
-        PyType_Ready(&TaskRecorderType) < 0 || PyType_Ready(&TaskFinisherType) < 0) {
+        PyType_Ready(&TaskRecorderType) < 0 || PyType_Ready(&TaskFinisherType) < 0 ||
+        PyType_Ready(&CreateTaskType) < 0) {
         return NULL;
     }
     if (find_perf_counter() < 0) {
@@ -1872,7 +1994,8 @@ PyInit__speedups(void)
         PyModule_AddObjectRef(module, "TimedStep", (PyObject *)&TimedStepType) < 0 ||
         PyModule_AddObjectRef(module, "CallSoon", (PyObject *)&CallSoonType) < 0 ||
         PyModule_AddObjectRef(module, "TaskRecorder", (PyObject *)&TaskRecorderType) < 0 ||
-        PyModule_AddObjectRef(module, "TaskFinisher", (PyObject *)&TaskFinisherType) < 0) {
+        PyModule_AddObjectRef(module, "TaskFinisher", (PyObject *)&TaskFinisherType) < 0 ||
+        PyModule_AddObjectRef(module, "CreateTask", (PyObject *)&CreateTaskType) < 0) {
         Py_DECREF(module);
         return NULL;
     }
