@@ -15,6 +15,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
 from ._accel import RecordCore, SiteCore
+from ._faults import internal_error
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -342,9 +343,12 @@ class Registry:
 
     def _gone(self, ref: weakref.ref[Any]) -> None:
         # One bound method serves every task's weakref; no closure per task.
-        key = self.ref_keys.pop(id(ref), None)
-        if key is not None:
-            self.task_gone(key)
+        try:
+            key = self.ref_keys.pop(id(ref), None)
+            if key is not None:
+                self.task_gone(key)
+        except Exception as exc:  # noqa: BLE001  # else "Exception ignored in" on stderr
+            internal_error("registry: task collected", exc)
 
     def drop_ref(self, record: TaskRecord) -> None:
         """Stop watching a record's task for collection."""
