@@ -34,22 +34,36 @@
 
 /* ---------------------------------------------------------------- LockCore */
 
+/* Hold-time buckets counted in the struct before they reach the `hist` dict: a dict
+   update costs ~400 instructions, more than the rest of a release. Successive holds
+   of one lock mostly fall into one or two buckets. */
+#define PENDING 2
+
 /* The fields of a primitive's state used by the hot path (PrimitiveState's base class;
    the pure-Python twin is taskscope._core._accel.PureLockCore). Python code sees them
    as ordinary attributes. */
 typedef struct {
     PyObject_HEAD
-    PyObject *holder;    /* None or the hold tuple (key, record, since, code, lasti) */
+    PyObject *holder;    /* None or the hold tuple (key, record, since, code, lasti);
+                            NULL while `held_key` is set */
     PyObject *hist;      /* None or {bucket: count} */
     PyObject *hold_max;  /* int, ns */
     PyObject *site_code; /* None or the code object that last acquired it */
     PyObject *loop;      /* None or the loop it was last acquired on */
     PyObject *ref;       /* None or the weak reference to the primitive */
+    /* The parts of a hold recorded here that Python has not looked at yet: the tuple
+       is built only when `holder` is read (most holds end unseen). */
+    PyObject *held_key; /* NULL when there is none */
+    PyObject *held_record;
+    PyObject *held_code;
+    long long held_since;
+    int held_lasti;
+    /* Hold-time counts not yet added to `hist`: bucket (-1: free slot) and count. */
+    int pending_index[PENDING];
+    Py_ssize_t pending_count[PENDING];
 } LockCore;
 
 static PyMemberDef lock_core_members[] = {
-    {"holder", T_OBJECT, offsetof(LockCore, holder), 0, "A lock's holder, or None."},
-    {"hist", T_OBJECT, offsetof(LockCore, hist), 0, "Hold and wait buckets, or None."},
     {"hold_max", T_OBJECT, offsetof(LockCore, hold_max), 0, "The longest hold, ns."},
     {"site_code", T_OBJECT, offsetof(LockCore, site_code), 0,
      "The user code that last acquired it, or None."},
@@ -71,15 +85,193 @@ lock_core_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         self->site_code = Py_NewRef(Py_None);
         self->loop = Py_NewRef(Py_None);
         self->ref = Py_NewRef(Py_None);
+        for (int i = 0; i < PENDING; i++) {
+            self->pending_index[i] = -1;
+        }
     }
     return (PyObject *)self;
 }
+
+/* hist[index] += n; 0, or -1 with an exception set. */
+static int
+count(PyObject *hist, long index, Py_ssize_t n)
+{
+    PyObject *key = PyLong_FromLong(index);
+    if (key == NULL) {
+        return -1;
+    }
+    PyObject *old = PyDict_GetItemWithError(hist, key);
+    PyObject *new;
+    if (old == NULL) {
+        if (PyErr_Occurred()) {
+            Py_DECREF(key);
+            return -1;
+        }
+        new = PyLong_FromSsize_t(n);
+        if (new == NULL) {
+            Py_DECREF(key);
+            return -1;
+        }
+    }
+    else {
+        Py_ssize_t seen = PyLong_AsSsize_t(old);
+        new = seen == -1 && PyErr_Occurred() ? NULL : PyLong_FromSsize_t(seen + n);
+        if (new == NULL) {
+            Py_DECREF(key);
+            return -1;
+        }
+    }
+    int status = PyDict_SetItem(hist, key, new);
+    Py_DECREF(new);
+    Py_DECREF(key);
+    return status;
+}
+
+/* Add the pending counts to `hist` (created when None); 0, or -1 with an exception
+   set. */
+static int
+flush(LockCore *self)
+{
+    for (int i = 0; i < PENDING; i++) {
+        if (self->pending_index[i] < 0) {
+            continue;
+        }
+        if (self->hist == NULL || self->hist == Py_None) {
+            PyObject *hist = PyDict_New();
+            if (hist == NULL) {
+                return -1;
+            }
+            Py_XSETREF(self->hist, hist);
+        }
+        if (!PyDict_Check(self->hist)) {
+            PyErr_SetString(PyExc_TypeError, "hist is not a dict");
+            return -1;
+        }
+        PyObject *hist = Py_NewRef(self->hist);
+        int status = count(hist, self->pending_index[i], self->pending_count[i]);
+        Py_DECREF(hist);
+        if (status < 0) {
+            return -1;
+        }
+        self->pending_index[i] = -1;
+        self->pending_count[i] = 0;
+    }
+    return 0;
+}
+
+/* Count a hold in bucket `index`; 0, or -1 with an exception set. */
+static int
+count_hold(LockCore *self, int index)
+{
+    for (int i = 0; i < PENDING; i++) {
+        if (self->pending_index[i] == index) {
+            self->pending_count[i]++;
+            return 0;
+        }
+    }
+    for (int i = 0; i < PENDING; i++) {
+        if (self->pending_index[i] < 0) {
+            self->pending_index[i] = index;
+            self->pending_count[i] = 1;
+            return 0;
+        }
+    }
+    if (flush(self) < 0) {
+        return -1;
+    }
+    self->pending_index[0] = index;
+    self->pending_count[0] = 1;
+    return 0;
+}
+
+/* Set the holder to `value` (a new reference, stolen), dropping a pending one. */
+static void
+set_holder(LockCore *self, PyObject *value)
+{
+    Py_CLEAR(self->held_key);
+    Py_CLEAR(self->held_record);
+    Py_CLEAR(self->held_code);
+    Py_XSETREF(self->holder, value);
+}
+
+/* A hold tuple (a new reference), or NULL with an exception set. */
+static PyObject *
+hold_tuple(PyObject *key, PyObject *record, long long since_ns, PyObject *code, int lasti_i)
+{
+    PyObject *since = PyLong_FromLongLong(since_ns);
+    PyObject *lasti = PyLong_FromLong(lasti_i);
+    PyObject *entry = since != NULL && lasti != NULL ? PyTuple_New(5) : NULL;
+    if (entry == NULL) {
+        Py_XDECREF(since);
+        Py_XDECREF(lasti);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(entry, 0, Py_NewRef(key));
+    PyTuple_SET_ITEM(entry, 1, Py_NewRef(record));
+    PyTuple_SET_ITEM(entry, 2, since);
+    PyTuple_SET_ITEM(entry, 3, Py_NewRef(code));
+    PyTuple_SET_ITEM(entry, 4, lasti);
+    return entry;
+}
+
+/* `holder` as Python sees it: the hold tuple (built now from pending parts) or None. */
+static PyObject *
+lock_core_get_holder(PyObject *op, void *closure)
+{
+    LockCore *self = (LockCore *)op;
+    if (self->held_key != NULL) {
+        PyObject *entry = hold_tuple(self->held_key, self->held_record, self->held_since,
+                                     self->held_code, self->held_lasti);
+        if (entry == NULL) {
+            return NULL;
+        }
+        set_holder(self, entry);
+    }
+    return Py_NewRef(self->holder != NULL ? self->holder : Py_None);
+}
+
+static int
+lock_core_set_holder(PyObject *op, PyObject *value, void *closure)
+{
+    set_holder((LockCore *)op, Py_NewRef(value != NULL ? value : Py_None));
+    return 0;
+}
+
+/* `hist` as Python sees it: the dict with every pending count added. */
+static PyObject *
+lock_core_get_hist(PyObject *op, void *closure)
+{
+    LockCore *self = (LockCore *)op;
+    if (flush(self) < 0) {
+        return NULL;
+    }
+    return Py_NewRef(self->hist != NULL ? self->hist : Py_None);
+}
+
+static int
+lock_core_set_hist(PyObject *op, PyObject *value, void *closure)
+{
+    LockCore *self = (LockCore *)op;
+    Py_XSETREF(self->hist, Py_NewRef(value != NULL ? value : Py_None));
+    return 0; /* counts still pending are added to the new dict when it is read */
+}
+
+static PyGetSetDef lock_core_getset[] = {
+    {"holder", lock_core_get_holder, lock_core_set_holder,
+     "A lock's holder: (task key, record, since ns, code, lasti), or None.", NULL},
+    {"hist", lock_core_get_hist, lock_core_set_hist,
+     "Hold-time buckets, and wait-time ones from WAIT_BUCKETS on, or None.", NULL},
+    {NULL},
+};
 
 static int
 lock_core_traverse(PyObject *op, visitproc visit, void *arg)
 {
     LockCore *self = (LockCore *)op;
     Py_VISIT(self->holder);
+    Py_VISIT(self->held_key);
+    Py_VISIT(self->held_record);
+    Py_VISIT(self->held_code);
     Py_VISIT(self->hist);
     Py_VISIT(self->hold_max);
     Py_VISIT(self->site_code);
@@ -93,6 +285,9 @@ lock_core_clear(PyObject *op)
 {
     LockCore *self = (LockCore *)op;
     Py_CLEAR(self->holder);
+    Py_CLEAR(self->held_key);
+    Py_CLEAR(self->held_record);
+    Py_CLEAR(self->held_code);
     Py_CLEAR(self->hist);
     Py_CLEAR(self->hold_max);
     Py_CLEAR(self->site_code);
@@ -119,6 +314,7 @@ static PyTypeObject LockCoreType = {
     .tp_clear = lock_core_clear,
     .tp_dealloc = lock_core_dealloc,
     .tp_members = lock_core_members,
+    .tp_getset = lock_core_getset,
 };
 
 /* Replace *slot by value (a new reference, stolen). */
@@ -164,6 +360,8 @@ typedef struct {
     PyObject *lock_cls;  /* asyncio.Lock */
     PyObject *acquire;   /* the tracked asyncio.Lock.acquire */
     PyObject *release;   /* the tracked asyncio.Lock.release */
+    unsigned int acquire_tag; /* lock_cls's version tag when `acquire` was last ours */
+    unsigned int release_tag; /* the same for `release` */
     PyObject *hot;       /* the state last entered or left (a LockCore), or NULL */
 } LockHooks;
 
@@ -213,6 +411,7 @@ hooks_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->lock_cls = Py_NewRef(fields[10]);
     self->acquire = Py_NewRef(fields[11]);
     self->release = Py_NewRef(fields[12]);
+    self->acquire_tag = self->release_tag = 0;
     self->hot = NULL;
     return (PyObject *)self;
 }
@@ -417,35 +616,17 @@ hooks_enter(PyObject *op, PyObject *lock)
             Py_DECREF(record);
             goto done;
         }
-        PyObject *since = PyLong_FromLongLong(now);
-        if (since == NULL) {
-            Py_DECREF(record);
-            goto done;
-        }
-        PyObject *lasti = PyLong_FromLong(PyFrame_GetLasti((PyFrameObject *)frame));
-        if (lasti == NULL) {
-            Py_DECREF(record);
-            Py_DECREF(since);
-            goto done;
-        }
-        PyObject *entry = PyTuple_New(5);
-        if (entry == NULL) {
-            Py_DECREF(record);
-            Py_DECREF(since);
-            Py_DECREF(lasti);
-            goto done;
-        }
-        PyTuple_SET_ITEM(entry, 0, Py_NewRef(key));
-        PyTuple_SET_ITEM(entry, 1, record);
-        PyTuple_SET_ITEM(entry, 2, since);
-        PyTuple_SET_ITEM(entry, 3, Py_NewRef(code));
-        PyTuple_SET_ITEM(entry, 4, lasti);
-        set_field(&state->holder, entry);
+        set_holder(state, NULL);
+        state->held_key = Py_NewRef(key);
+        state->held_record = record;
+        state->held_code = Py_NewRef(code);
+        state->held_since = now;
+        state->held_lasti = PyFrame_GetLasti((PyFrameObject *)frame);
     }
     else {
         /* A new site: the slow path finds the user's frame. The lock was free, so a
            holder left over is stale. */
-        set_field(&state->holder, Py_NewRef(Py_None));
+        set_holder(state, Py_NewRef(Py_None));
         PyObject *args[] = {(PyObject *)state, key, record, frame};
         int failed = call_hook(self->hold, args, 4);
         Py_DECREF(record);
@@ -496,37 +677,6 @@ subtract(long long a, long long b, long long *diff)
 #endif
 }
 
-/* hist[index] += 1; 0, or -1 with an exception set. */
-static int
-count(PyObject *hist, long index)
-{
-    PyObject *key = PyLong_FromLong(index);
-    if (key == NULL) {
-        return -1;
-    }
-    PyObject *old = PyDict_GetItemWithError(hist, key);
-    PyObject *new;
-    if (old == NULL) {
-        if (PyErr_Occurred()) {
-            Py_DECREF(key);
-            return -1;
-        }
-        new = Py_NewRef(one);
-    }
-    else {
-        long n = PyLong_AsLong(old);
-        new = n == -1 && PyErr_Occurred() ? NULL : PyLong_FromLong(n + 1);
-        if (new == NULL) {
-            Py_DECREF(key);
-            return -1;
-        }
-    }
-    int status = PyDict_SetItem(hist, key, new);
-    Py_DECREF(new);
-    Py_DECREF(key);
-    return status;
-}
-
 /* LockHooks.exit(lock): the calling wrapper just released `lock`. Twin of `_exit` in
    _compat_sync.py (and of SyncTracker.held). */
 static PyObject *
@@ -539,7 +689,20 @@ hooks_exit(PyObject *op, PyObject *lock)
     }
     Py_INCREF(state);
     PyObject *result = NULL, *entry = NULL, *duration = NULL;
-    if (state->holder == Py_None) {
+    PyObject *key = NULL, *record = NULL, *code = NULL;
+    long long since;
+    int lasti = 0;
+    if (state->held_key != NULL) {
+        /* Python never saw this hold: its tuple is built only if a hook needs it. */
+        key = state->held_key;
+        record = state->held_record;
+        code = state->held_code;
+        since = state->held_since;
+        lasti = state->held_lasti;
+        state->held_key = state->held_record = state->held_code = NULL;
+        set_holder(state, Py_NewRef(Py_None));
+    }
+    else if (state->holder == NULL || state->holder == Py_None) {
         /* No single holder: a semaphore-style hold list, if any. */
         PyObject *holds = PyObject_GetAttr((PyObject *)state, str_holds);
         if (holds == NULL) {
@@ -559,15 +722,16 @@ hooks_exit(PyObject *op, PyObject *lock)
         result = Py_NewRef(Py_None);
         goto done;
     }
-    if (!PyTuple_Check(state->holder) || PyTuple_GET_SIZE(state->holder) != 5) {
-        PyErr_Format(PyExc_TypeError, "hold entry expected, got %R", state->holder);
-        goto done;
-    }
-    entry = state->holder;
-    state->holder = Py_NewRef(Py_None); /* `entry` takes over the reference */
-    long long since;
-    if (as_ns(PyTuple_GET_ITEM(entry, 2), &since) < 0) {
-        goto done;
+    else {
+        if (!PyTuple_Check(state->holder) || PyTuple_GET_SIZE(state->holder) != 5) {
+            PyErr_Format(PyExc_TypeError, "hold entry expected, got %R", state->holder);
+            goto done;
+        }
+        entry = Py_NewRef(state->holder);
+        set_holder(state, Py_NewRef(Py_None));
+        if (as_ns(PyTuple_GET_ITEM(entry, 2), &since) < 0) {
+            goto done;
+        }
     }
     long long now, held;
     if (read_clock(self, &now) < 0) {
@@ -576,13 +740,6 @@ hooks_exit(PyObject *op, PyObject *lock)
     if (subtract(now, since, &held)) {
         PyErr_SetString(PyExc_OverflowError, "hold time out of range");
         goto done;
-    }
-    if (state->hist == Py_None) {
-        PyObject *hist = PyDict_New();
-        if (hist == NULL) {
-            goto done;
-        }
-        set_field(&state->hist, hist);
     }
     long long longest;
     if (as_ns(state->hold_max, &longest) < 0) {
@@ -595,17 +752,18 @@ hooks_exit(PyObject *op, PyObject *lock)
         }
         set_field(&state->hold_max, Py_NewRef(duration));
     }
-    PyObject *hist = Py_NewRef(state->hist);
-    int failed = PyDict_Check(hist)
-                     ? count(hist, bit_length(held))
-                     : (PyErr_SetString(PyExc_TypeError, "hist is not a dict"), -1);
-    Py_DECREF(hist);
-    if (failed) {
+    if (count_hold(state, (int)bit_length(held)) < 0) {
         goto done;
     }
     if (held >= self->threshold_ns) {
         if (duration == NULL && (duration = PyLong_FromLongLong(held)) == NULL) {
             goto done;
+        }
+        if (entry == NULL) {
+            entry = hold_tuple(key, record, since, code, lasti);
+            if (entry == NULL) {
+                goto done;
+            }
         }
         PyObject *args[] = {(PyObject *)state, entry, duration};
         if (call_hook(self->long_hold, args, 3) < 0) {
@@ -616,6 +774,9 @@ hooks_exit(PyObject *op, PyObject *lock)
 done:
     Py_XDECREF(duration);
     Py_XDECREF(entry);
+    Py_XDECREF(key);
+    Py_XDECREF(record);
+    Py_XDECREF(code);
     Py_DECREF(state);
     return result;
 }
@@ -647,12 +808,29 @@ still_ours(PyObject *cls, PyObject *name, PyObject *expected)
     return found == expected;
 }
 
+/* still_ours(), answered from the class's version tag when it has not changed since
+   the last check that said yes: the interpreter gives a class a new, never reused tag
+   whenever it (or a base) is modified, which is what invalidates its method caches. */
+static int
+still_ours_cached(LockHooks *self, PyObject *name, PyObject *expected, unsigned int *tag)
+{
+    PyTypeObject *cls = (PyTypeObject *)self->lock_cls;
+    unsigned int now =
+        PyType_HasFeature(cls, Py_TPFLAGS_VALID_VERSION_TAG) ? cls->tp_version_tag : 0;
+    if (now != 0 && now == *tag) {
+        return 1;
+    }
+    int ours = still_ours(self->lock_cls, name, expected);
+    *tag = ours == 1 ? now : 0;
+    return ours;
+}
+
 /* LockHooks.aenter(lock): `async with` is about to take `lock` without waiting. */
 static PyObject *
 hooks_aenter(PyObject *op, PyObject *lock)
 {
     LockHooks *self = (LockHooks *)op;
-    int ours = still_ours(self->lock_cls, str_acquire, self->acquire);
+    int ours = still_ours_cached(self, str_acquire, self->acquire, &self->acquire_tag);
     if (ours <= 0) {
         return ours < 0 ? NULL : Py_NewRef(Py_False);
     }
@@ -669,7 +847,7 @@ static PyObject *
 hooks_aexit(PyObject *op, PyObject *lock)
 {
     LockHooks *self = (LockHooks *)op;
-    int ours = still_ours(self->lock_cls, str_release, self->release);
+    int ours = still_ours_cached(self, str_release, self->release, &self->release_tag);
     if (ours <= 0) {
         return ours < 0 ? NULL : Py_NewRef(Py_False);
     }
