@@ -144,24 +144,23 @@ def _pure_lock_hooks(  # noqa: PLR0915  # one closure per hook, inlined on purpo
     getframe = sys._getframe
     hot: Any = None
 
-    def find(lock: Any) -> Any:
+    # One function per hook and no nested calls: Python calls are what costs here.
+    def aenter(lock: Any, depth: int = 2, check: bool = True) -> bool:
         nonlocal hot
+        if check and getattr(lock_cls, "acquire", None) is not acquire:
+            return False
         state = hot
         if state is None or state.ref() is not lock:
             state = states_get(id(lock))
-            if state is not None:
-                hot = state
-        return state
-
-    def record_enter(lock: Any, frame: Any) -> None:
-        state = find(lock)
-        if state is None:
-            return
+            if state is None:
+                return True
+            hot = state
         loop = state.loop
         task = tasks_get(loop) if tasks_get is not None and loop is not None else None
         if task is None:
             task = slow_task(state)
         key = id(task)
+        frame = getframe(depth)  # the wrapper's caller
         record = live_get(key)
         code = frame.f_code
         if code is state.site_code:
@@ -169,25 +168,26 @@ def _pure_lock_hooks(  # noqa: PLR0915  # one closure per hook, inlined on purpo
         else:
             state.holder = None  # the lock was free: any holder left is stale
             slow_hold(state, key, record, frame)
-
-    def enter(lock: Any) -> None:
-        record_enter(lock, getframe(2))  # the wrapper's caller
-
-    def aenter(lock: Any) -> bool:
-        if getattr(lock_cls, "acquire", None) is not acquire:
-            return False
-        record_enter(lock, getframe(2))
         return True
 
-    def exit_(lock: Any) -> None:
-        state = find(lock)
-        if state is None:
-            return
+    def enter(lock: Any) -> None:
+        aenter(lock, 3, False)
+
+    def aexit(lock: Any, check: bool = True) -> bool:
+        nonlocal hot
+        if check and getattr(lock_cls, "release", None) is not release:
+            return False
+        state = hot
+        if state is None or state.ref() is not lock:
+            state = states_get(id(lock))
+            if state is None:
+                return True
+            hot = state
         entry = state.holder
         if entry is None:
             if state.holds:
                 unhold(state, 0)
-            return
+            return True
         state.holder = None
         duration = clock() - entry[2]
         hist = state.hist
@@ -199,12 +199,10 @@ def _pure_lock_hooks(  # noqa: PLR0915  # one closure per hook, inlined on purpo
         hist[index] = hist.get(index, 0) + 1
         if duration >= threshold:
             long_hold(state, entry, duration)
-
-    def aexit(lock: Any) -> bool:
-        if getattr(lock_cls, "release", None) is not release:
-            return False
-        exit_(lock)
         return True
+
+    def exit_(lock: Any) -> None:
+        aexit(lock, False)
 
     return LockHooks(enter, exit_, aenter, aexit)
 
