@@ -63,12 +63,15 @@ typedef struct {
     Py_ssize_t pending_count[PENDING];
 } LockCore;
 
+/* T_OBJECT_EX (never NULL but after `del`, which nothing does) rather than T_OBJECT:
+   the interpreter specialises attribute access only for those, and the monitor's
+   Python code reads these fields on every slow-path operation. */
 static PyMemberDef lock_core_members[] = {
-    {"hold_max", T_OBJECT, offsetof(LockCore, hold_max), 0, "The longest hold, ns."},
-    {"site_code", T_OBJECT, offsetof(LockCore, site_code), 0,
+    {"hold_max", T_OBJECT_EX, offsetof(LockCore, hold_max), 0, "The longest hold, ns."},
+    {"site_code", T_OBJECT_EX, offsetof(LockCore, site_code), 0,
      "The user code that last acquired it, or None."},
-    {"loop", T_OBJECT, offsetof(LockCore, loop), 0, "The loop it was last acquired on."},
-    {"ref", T_OBJECT, offsetof(LockCore, ref), 0, "The weak reference to the primitive."},
+    {"loop", T_OBJECT_EX, offsetof(LockCore, loop), 0, "The loop it was last acquired on."},
+    {"ref", T_OBJECT_EX, offsetof(LockCore, ref), 0, "The weak reference to the primitive."},
     {NULL},
 };
 
@@ -470,7 +473,7 @@ hooks_dealloc(PyObject *op)
 static int
 refers_to(PyObject *ref, PyObject *obj)
 {
-    if (!PyWeakref_Check(ref)) {
+    if (ref == NULL || !PyWeakref_Check(ref)) {
         return 0;
     }
 #if PY_VERSION_HEX >= 0x030D0000
@@ -574,7 +577,7 @@ hooks_enter(PyObject *op, PyObject *lock)
     }
     Py_INCREF(state);
     PyObject *result = NULL, *task = NULL, *key = NULL, *frame = NULL, *code = NULL;
-    if (self->tasks != Py_None && state->loop != Py_None) {
+    if (self->tasks != Py_None && state->loop != NULL && state->loop != Py_None) {
         task = PyDict_GetItemWithError(self->tasks, state->loop);
         if (task == NULL && PyErr_Occurred()) {
             goto done;
@@ -742,6 +745,10 @@ hooks_exit(PyObject *op, PyObject *lock)
         goto done;
     }
     long long longest;
+    if (state->hold_max == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "hold_max");
+        goto done;
+    }
     if (as_ns(state->hold_max, &longest) < 0) {
         goto done;
     }
