@@ -1,9 +1,10 @@
 /* The lock monitor's uncontended asyncio.Lock path in C: the fields of a primitive's
  * state read and written on every acquisition (LockCore, PrimitiveState's base class),
  * and the bookkeeping of an acquisition that did not wait and of its release
- * (LockHooks.enter and LockHooks.exit). Pure-Python twins: PureLockCore in
- * taskscope/_core/_accel.py and `_enter`/`_exit` in taskscope/_backends/_compat_sync.py,
- * used when this module is not built or TASKSCOPE_PURE_PYTHON is set.
+ * (LockHooks: enter, exit, and aenter/aexit for `async with`). Pure-Python twins:
+ * PureLockCore in taskscope/_core/_accel.py and `_pure_lock_hooks` in
+ * taskscope/_backends/_compat_sync.py, used when this module is not built or
+ * TASKSCOPE_PURE_PYTHON is set.
  *
  * Why: in Python the bookkeeping of one uncontended `async with lock:` cost ~6,500 CPU
  * instructions (twice plain asyncio's whole acquire/release), most of it bytecode
@@ -27,7 +28,7 @@
 #include <limits.h>
 #include <stddef.h>
 #include <structmember.h>
-#if PY_VERSION_HEX < 0x030D0000 && defined(__linux__)
+#if defined(__linux__)
 #include <time.h>
 #define CLOCK_IS_MONOTONIC 1
 #endif
@@ -476,17 +477,9 @@ refers_to(PyObject *ref, PyObject *obj)
     if (ref == NULL || !PyWeakref_Check(ref)) {
         return 0;
     }
-#if PY_VERSION_HEX >= 0x030D0000
-    PyObject *target;
-    if (PyWeakref_GetRef(ref, &target) < 0) {
-        PyErr_Clear();
-        return 0;
-    }
-    Py_XDECREF(target); /* only compared: `obj` keeps it alive */
-    return target == obj;
-#else
-    return PyWeakref_GET_OBJECT(ref) == obj;
-#endif
+    /* Only compared, never used: the referent's address is enough (it is Py_None once
+       the referent is gone), and reading it costs no call (PyWeakref_GetRef, 3.13). */
+    return ((PyWeakReference *)ref)->wr_object == obj;
 }
 
 /* The state of `lock` (a borrowed reference), or NULL: with an exception set on error,
@@ -528,26 +521,26 @@ call_hook(PyObject *hook, PyObject *const *args, size_t nargs)
 }
 
 /* Read the clock in ns into *now; 0, or -1 with an exception set. time.perf_counter_ns
-   is read directly: it is CLOCK_MONOTONIC on Linux (3.11, 3.12) and PyTime_PerfCounter
-   from 3.13 on, the same readings as calling it. */
+   is read directly, the same readings as calling it: on Linux it is CLOCK_MONOTONIC
+   (3.11-3.13), elsewhere PyTime_PerfCounter from 3.13 on (older versions call it). */
 static int
 read_clock(LockHooks *self, long long *now)
 {
     if (self->fast_clock) {
-#if PY_VERSION_HEX >= 0x030D0000
-        PyTime_t t;
-        if (PyTime_PerfCounter(&t) < 0) {
-            return -1;
-        }
-        *now = (long long)t;
-        return 0;
-#elif defined(CLOCK_IS_MONOTONIC)
+#if defined(CLOCK_IS_MONOTONIC)
         struct timespec ts;
         if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) {
             PyErr_SetFromErrno(PyExc_OSError);
             return -1;
         }
         *now = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+        return 0;
+#elif PY_VERSION_HEX >= 0x030D0000
+        PyTime_t t;
+        if (PyTime_PerfCounter(&t) < 0) {
+            return -1;
+        }
+        *now = (long long)t;
         return 0;
 #endif
     }
@@ -566,7 +559,7 @@ read_clock(LockHooks *self, long long *now)
 }
 
 /* LockHooks.enter(lock): the calling wrapper just took `lock` without waiting. Twin
-   of `_enter` in _compat_sync.py (and of SyncTracker.hold). */
+   of `aenter` in _compat_sync._pure_lock_hooks (and of SyncTracker.hold). */
 static PyObject *
 hooks_enter(PyObject *op, PyObject *lock)
 {
@@ -680,8 +673,8 @@ subtract(long long a, long long b, long long *diff)
 #endif
 }
 
-/* LockHooks.exit(lock): the calling wrapper just released `lock`. Twin of `_exit` in
-   _compat_sync.py (and of SyncTracker.held). */
+/* LockHooks.exit(lock): the calling wrapper just released `lock`. Twin of `aexit` in
+   _compat_sync._pure_lock_hooks (and of SyncTracker.held). */
 static PyObject *
 hooks_exit(PyObject *op, PyObject *lock)
 {
