@@ -14,8 +14,10 @@ import asyncio.tasks
 import functools
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Final
+import time
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
+from .._core import _accel
 from .._core._faults import internal_error
 
 if TYPE_CHECKING:
@@ -78,21 +80,58 @@ def cancelled_types() -> tuple[type[BaseException], ...]:
     return (asyncio.CancelledError,)
 
 
-def make_asyncio_lock_methods(  # noqa: PLR0915  # one closure per method, inlined on purpose
-    lock_cls: Any, tracker: Any
-) -> dict[str, Callable[..., Any]]:
-    """Return tracked ``acquire``, ``release``, ``__aenter__`` and ``__aexit__`` for
-    `lock_cls` (``asyncio.Lock``), bookkeeping into `tracker` (a ``SyncTracker``).
+class LockHooks(NamedTuple):
+    """The bookkeeping of ``asyncio.Lock``'s uncontended path (see `lock_hooks`)."""
 
-    The uncontended case runs asyncio's own fast path, verbatim, with the bookkeeping
-    inlined: no extra frame, and ``async with`` even saves the ``acquire`` coroutine
-    plain asyncio creates. A contended acquisition, an error (``release`` of an
-    unlocked lock), a subclass and a class whose ``acquire``/``release`` was replaced
-    since take asyncio's own code. One difference remains: ``async with`` on a plain
-    ``asyncio.Lock`` does not look for an ``acquire``/``release`` set on the instance.
-    Invariant: the inlined bookkeeping mirrors ``SyncTracker.hold`` and
+    #: ``enter(lock)``: the running task just took `lock` without waiting.
+    enter: Callable[[Any], None]
+    #: ``exit(lock)``: `lock` was just released.
+    exit: Callable[[Any], None]
+    #: ``aenter(lock)``: ``async with`` is taking `lock` without waiting: False when
+    #: the class's ``acquire`` was replaced since (nothing recorded), else `enter`.
+    aenter: Callable[[Any], bool]
+    #: ``aexit(lock)``: the same for ``release`` and `exit`.
+    aexit: Callable[[Any], bool]
+
+
+def lock_hooks(tracker: Any, lock_cls: Any, acquire: Any, release: Any) -> LockHooks:
+    """Return the bookkeeping of an ``asyncio.Lock`` (`lock_cls`) the calling wrapper
+    takes without waiting, and releases; `acquire` and `release` are the tracked methods.
+
+    The C accelerator's (``_lock_speedups.LockHooks``) when it is built, else their
+    pure-Python twins below. Both find the state through the one last used (confirmed
+    through its weak reference, so no lock is kept alive and another thread's update is
+    harmless), take the running task from the loop cached on the state, and leave the
+    first acquisition from each site, a release without a single holder and a hold over
+    the threshold to `tracker` (a ``SyncTracker``). Each may raise: the wrappers report
+    it as an internal error. Invariant: they mirror ``SyncTracker.hold`` and
     ``SyncTracker.held`` (a lock's holder lives in ``state.holder``; times are ns).
     """
+    if _accel.lock_speedups is not None:
+        hooks = _accel.lock_speedups.LockHooks(
+            states=tracker.states,
+            live=tracker.live,
+            tasks=_CURRENT_TASKS,
+            clock=tracker.clock,
+            threshold=tracker.held_too_long,
+            slow_task=asyncio_task,
+            hold=tracker.hold,
+            unhold=tracker.unhold,
+            long_hold=tracker.long_hold,
+            getframe=sys._getframe,
+            lock_cls=lock_cls,
+            acquire=acquire,
+            release=release,
+            fast_clock=tracker.clock is time.perf_counter_ns,
+        )
+        return LockHooks(hooks.enter, hooks.exit, hooks.aenter, hooks.aexit)
+    return _pure_lock_hooks(tracker, lock_cls, acquire, release)
+
+
+def _pure_lock_hooks(  # noqa: PLR0915  # one closure per hook, inlined on purpose
+    tracker: Any, lock_cls: Any, acquire: Any, release: Any
+) -> LockHooks:
+    """The pure-Python twin of ``_lock_speedups.LockHooks`` (see `lock_hooks`)."""
     states_get = tracker.states.get
     live_get = tracker.live.get
     clock = tracker.clock
@@ -100,35 +139,55 @@ def make_asyncio_lock_methods(  # noqa: PLR0915  # one closure per method, inlin
     slow_hold = tracker.hold
     unhold = tracker.unhold
     long_hold = tracker.long_hold
-    wait_begin = tracker.wait_begin
-    wait_end = tracker.wait_end
     slow_task = asyncio_task
     tasks_get = _CURRENT_TASKS.get if _CURRENT_TASKS is not None else None
     getframe = sys._getframe
-    original_acquire = lock_cls.acquire
-    original_release = lock_cls.release
-    #: The state of the lock ``async with`` last entered or left: the next one on the
-    #: same lock finds it without hashing an ``id()``. Confirmed through the state's
-    #: weak reference, so another thread's update is harmless, and no lock is kept alive.
     hot: Any = None
 
-    def acquired(state: Any, frame: Any) -> None:
-        # __aenter__'s bookkeeping, for a direct ``await lock.acquire()``.
-        key = id(slow_task(state))
+    # One function per hook and no nested calls: Python calls are what costs here.
+    def aenter(lock: Any, depth: int = 2, check: bool = True) -> bool:
+        nonlocal hot
+        if check and getattr(lock_cls, "acquire", None) is not acquire:
+            return False
+        state = hot
+        if state is None or state.ref() is not lock:
+            state = states_get(id(lock))
+            if state is None:
+                return True
+            hot = state
+        loop = state.loop
+        task = tasks_get(loop) if tasks_get is not None and loop is not None else None
+        if task is None:
+            task = slow_task(state)
+        key = id(task)
+        frame = getframe(depth)  # the wrapper's caller
+        record = live_get(key)
         code = frame.f_code
         if code is state.site_code:
-            state.holder = (key, live_get(key), clock(), code, frame.f_lasti)
+            state.holder = (key, record, clock(), code, frame.f_lasti)
         else:
             state.holder = None  # the lock was free: any holder left is stale
-            slow_hold(state, key, live_get(key), frame)
+            slow_hold(state, key, record, frame)
+        return True
 
-    def released(state: Any) -> None:
-        # __aexit__'s bookkeeping, for a direct ``lock.release()``.
+    def enter(lock: Any) -> None:
+        aenter(lock, 3, False)
+
+    def aexit(lock: Any, check: bool = True) -> bool:
+        nonlocal hot
+        if check and getattr(lock_cls, "release", None) is not release:
+            return False
+        state = hot
+        if state is None or state.ref() is not lock:
+            state = states_get(id(lock))
+            if state is None:
+                return True
+            hot = state
         entry = state.holder
         if entry is None:
             if state.holds:
                 unhold(state, 0)
-            return
+            return True
         state.holder = None
         duration = clock() - entry[2]
         hist = state.hist
@@ -140,6 +199,37 @@ def make_asyncio_lock_methods(  # noqa: PLR0915  # one closure per method, inlin
         hist[index] = hist.get(index, 0) + 1
         if duration >= threshold:
             long_hold(state, entry, duration)
+        return True
+
+    def exit_(lock: Any) -> None:
+        aexit(lock, False)
+
+    return LockHooks(enter, exit_, aenter, aexit)
+
+
+def make_asyncio_lock_methods(  # noqa: PLR0915  # one closure per method, inlined on purpose
+    lock_cls: Any, tracker: Any
+) -> dict[str, Callable[..., Any]]:
+    """Return tracked ``acquire``, ``release``, ``__aenter__`` and ``__aexit__`` for
+    `lock_cls` (``asyncio.Lock``), bookkeeping into `tracker` (a ``SyncTracker``).
+
+    The uncontended case runs asyncio's own fast path, verbatim, plus one call of the
+    bookkeeping (`lock_hooks`, in C where built): no extra frame, and ``async with``
+    even saves the ``acquire`` coroutine plain asyncio creates. A contended acquisition,
+    an error (``release`` of an unlocked lock), a subclass and a class whose
+    ``acquire``/``release`` was replaced since take asyncio's own code. One difference
+    remains: ``async with`` on a plain ``asyncio.Lock`` does not look for an
+    ``acquire``/``release`` set on the instance.
+    """
+    states_get = tracker.states.get
+    live_get = tracker.live.get
+    wait_begin = tracker.wait_begin
+    wait_end = tracker.wait_end
+    slow_task = asyncio_task
+    tasks_get = _CURRENT_TASKS.get if _CURRENT_TASKS is not None else None
+    getframe = sys._getframe
+    original_acquire = lock_cls.acquire
+    original_release = lock_cls.release
 
     async def contended(lock: Any, state: Any, frame: Any) -> None:
         # wait_begin and wait_end never raise.
@@ -165,12 +255,10 @@ def make_asyncio_lock_methods(  # noqa: PLR0915  # one closure per method, inlin
             lock._waiters is None or all(w.cancelled() for w in lock._waiters)
         ):
             lock._locked = True
-            state = states_get(id(lock))
-            if state is not None:
-                try:
-                    acquired(state, getframe(1))
-                except Exception as exc:  # noqa: BLE001
-                    internal_error("lock monitor: acquire", exc)
+            try:
+                enter(lock)
+            except Exception as exc:  # noqa: BLE001
+                internal_error("lock monitor: acquire", exc)
             return True
         state = states_get(id(lock))
         if state is None:
@@ -182,102 +270,65 @@ def make_asyncio_lock_methods(  # noqa: PLR0915  # one closure per method, inlin
         if lock._locked:
             lock._locked = False
             lock._wake_up_first()
-            state = states_get(id(lock))
-            if state is not None:
-                try:
-                    released(state)
-                except Exception as exc:  # noqa: BLE001
-                    internal_error("lock monitor: release", exc)
+            try:
+                exit_(lock)
+            except Exception as exc:  # noqa: BLE001
+                internal_error("lock monitor: release", exc)
         else:
             original_release(lock)  # raises asyncio's own RuntimeError
 
     async def __aenter__(lock: Any) -> None:  # noqa: N807
-        nonlocal hot
-        # The class itself with its tracked acquire only: a subclass, or a class whose
-        # acquire was replaced since (a mock), goes through ``self.acquire()``, as
-        # asyncio's mixin does.
-        if type(lock) is lock_cls and lock_cls.acquire is acquire:
+        # The class itself with its tracked acquire only (`aenter` checks that on the
+        # fast path): a subclass, or a class whose acquire was replaced since (a mock),
+        # goes through ``self.acquire()``, as asyncio's mixin does.
+        if type(lock) is lock_cls:
             if not lock._locked and (
                 lock._waiters is None or all(w.cancelled() for w in lock._waiters)
             ):
-                lock._locked = True
-                state = hot
-                if state is None or state.ref() is not lock:
-                    state = states_get(id(lock))
-                if state is not None:
-                    try:
-                        # acquired(), inlined: this is the budgeted path.
-                        task = tasks_get(state.loop) if tasks_get is not None else None
-                        if task is None:
-                            task = slow_task(state)
-                        key = id(task)
-                        frame = getframe(1)
-                        code = frame.f_code
-                        if code is state.site_code:
-                            state.holder = (key, live_get(key), clock(), code, frame.f_lasti)
-                        else:
-                            state.holder = None  # the lock was free: a holder is stale
-                            slow_hold(state, key, live_get(key), frame)
-                        hot = state
-                    except Exception as exc:  # noqa: BLE001
-                        internal_error("lock monitor: acquire", exc)
-                return
-            state = states_get(id(lock))
-            if state is not None:
-                # contended(), inlined: one coroutine less to resume at each wakeup.
                 try:
-                    task = tasks_get(state.loop) if tasks_get is not None else None
-                    key = id(task if task is not None else slow_task(state))
-                    record = live_get(key)
+                    ours = aenter(lock)  # the budgeted path
                 except Exception as exc:  # noqa: BLE001
                     internal_error("lock monitor: acquire", exc)
-                    await original_acquire(lock)
+                    ours = lock_cls.acquire is acquire
+                if ours:
+                    lock._locked = True
                     return
-                since = wait_begin(state, key, record, getframe(1), "acquire")
-                try:
-                    await original_acquire(lock)
-                except BaseException as exc:
-                    wait_end(state, key, since, isinstance(exc, tracker.cancelled_types))
-                    raise
-                wait_end(state, key, since, False, record, True)
-                return
+            elif lock_cls.acquire is acquire:
+                state = states_get(id(lock))
+                if state is not None:
+                    # contended(), inlined: one coroutine less to resume at each wakeup.
+                    try:
+                        task = tasks_get(state.loop) if tasks_get is not None else None
+                        key = id(task if task is not None else slow_task(state))
+                        record = live_get(key)
+                    except Exception as exc:  # noqa: BLE001
+                        internal_error("lock monitor: acquire", exc)
+                        await original_acquire(lock)
+                        return
+                    since = wait_begin(state, key, record, getframe(1), "acquire")
+                    try:
+                        await original_acquire(lock)
+                    except BaseException as exc:
+                        wait_end(state, key, since, isinstance(exc, tracker.cancelled_types))
+                        raise
+                    wait_end(state, key, since, False, record, True)
+                    return
         await lock.acquire()
 
     async def __aexit__(lock: Any, exc_type: Any, exc: Any, tb: Any) -> None:  # noqa: N807
-        nonlocal hot
-        if type(lock) is lock_cls and lock._locked and lock_cls.release is release:
-            lock._locked = False
-            lock._wake_up_first()
-            state = hot
-            if state is None or state.ref() is not lock:
-                state = states_get(id(lock))
-                hot = state
-            if state is not None:
-                try:
-                    # released(), inlined.
-                    entry = state.holder
-                    if entry is not None:
-                        state.holder = None
-                        duration = clock() - entry[2]
-                        hist = state.hist
-                        if hist is None:
-                            hist = state.hist = {}
-                        if duration > state.hold_max:
-                            state.hold_max = duration
-                        index = duration.bit_length()
-                        try:
-                            hist[index] += 1
-                        except KeyError:
-                            hist[index] = 1
-                        if duration >= threshold:
-                            long_hold(state, entry, duration)
-                    elif state.holds:
-                        unhold(state, 0)
-                except Exception as error:  # noqa: BLE001
-                    internal_error("lock monitor: release", error)
-            return
+        if type(lock) is lock_cls and lock._locked:
+            try:
+                ours = aexit(lock)  # the budgeted path
+            except Exception as error:  # noqa: BLE001
+                internal_error("lock monitor: release", error)
+                ours = lock_cls.release is release
+            if ours:
+                lock._locked = False
+                lock._wake_up_first()
+                return
         lock.release()
 
+    enter, exit_, aenter, aexit = lock_hooks(tracker, lock_cls, acquire, release)
     methods: dict[str, Callable[..., Any]] = {
         "acquire": acquire,
         "release": release,

@@ -98,3 +98,42 @@ elif speedups is not None:
 else:
     RecordCore = PureRecordCore
     SiteCore = PureSiteCore
+
+
+# -- the lock monitor's accelerator ----------------------------------------------------
+
+
+def _load_locks() -> Any:
+    if os.environ.get("TASKSCOPE_PURE_PYTHON"):
+        return None
+    try:
+        return importlib.import_module("taskscope._core._lock_speedups")
+    except ImportError:
+        return None
+
+
+#: The lock monitor's compiled module (``_lock_speedups.c``), or None. Built and chosen
+#: like `speedups`, independently of it: either may be missing where the other is not.
+lock_speedups: Final[Any] = _load_locks()
+#: True when the lock monitor's C hot path runs.
+LOCKS_ACCELERATED: Final = lock_speedups is not None
+
+
+class PureLockCore:
+    """The fields of a primitive's state used on every acquisition (`PrimitiveState`'s
+    base; the C twin is ``_lock_speedups.LockCore``, read and written by offset)."""
+
+    __slots__ = ("hist", "hold_max", "holder", "loop", "ref", "site_code")
+
+    hist: dict[int, int] | None
+    hold_max: int
+    holder: Any
+    loop: Any
+    ref: Any
+    site_code: Any
+
+
+if TYPE_CHECKING:
+    LockCore = PureLockCore
+else:
+    LockCore = lock_speedups.LockCore if lock_speedups is not None else PureLockCore

@@ -28,6 +28,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
 from .._backends import _compat_sync
+from .._core._accel import LockCore
 from .._core._faults import internal_error
 from .._core._location import to_location
 
@@ -98,11 +99,14 @@ class StateRef(weakref.ref):  # type: ignore[type-arg]
     key: int
 
 
-class PrimitiveState:
+class PrimitiveState(LockCore):
     """What the lock monitor knows about one primitive (mutable, internal).
 
     Everything but the identity is created on first use, so a primitive that is never
-    contended costs one object, one weak reference and one histogram dict.
+    contended costs one object, one weak reference and one histogram dict. The fields
+    the uncontended ``asyncio.Lock`` path touches (``holder``, ``hist``, ``hold_max``,
+    ``site_code``, ``loop``, ``ref``) live in the base class, a C struct when the lock
+    accelerator is built (`_accel.LockCore`).
     """
 
     __slots__ = (
@@ -112,16 +116,10 @@ class PrimitiveState:
         "capacity",
         "created_at",
         "held_too_long",
-        "hist",
-        "hold_max",
-        "holder",
         "holds",
         "id",
         "kind",
-        "loop",
         "name",
-        "ref",
-        "site_code",
         "type_name",
         "wait_max",
         "waits",
