@@ -8,8 +8,9 @@ BIN := $(VENV)/bin
 .PHONY: demo test lint typecheck pytest pytest-pure test-versions bench bench-check bench-smoke bench-instructions clean
 
 # The stamp file is rebuilt whenever the project's own dependency list or its C
-# accelerator changes (an editable install compiles it into src/).
-$(VENV)/.installed: pyproject.toml setup.py src/taskscope/_core/_speedups.c
+# accelerators change (an editable install compiles them into src/).
+$(VENV)/.installed: pyproject.toml setup.py src/taskscope/_core/_speedups.c \
+		src/taskscope/_core/_trio_speedups.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

@@ -1,6 +1,6 @@
-"""Build the optional C accelerator; everything else is in pyproject.toml.
+"""Build the optional C accelerators; everything else is in pyproject.toml.
 
-``optional=True``: where the extension cannot be compiled (no C compiler, no Python
+``optional=True``: where an extension cannot be compiled (no C compiler, no Python
 headers), setuptools warns and installs taskscope as pure Python, which behaves the
 same and is slower (docs/benchmarks.md).
 """
@@ -13,6 +13,11 @@ setup(
             "taskscope._core._speedups",
             ["src/taskscope/_core/_speedups.c"],
             optional=True,
-        )
+        ),
+        Extension(
+            "taskscope._core._trio_speedups",
+            ["src/taskscope/_core/_trio_speedups.c"],
+            optional=True,
+        ),
     ]
 )
