@@ -315,6 +315,15 @@ class TrioBackend:
                 finish=self.finish,
                 on_error=internal_error,
                 record_type=TrioTaskRecord,
+                kinds=self._frame_kinds,
+                classify=self._classify,
+                machinery=self._machinery,
+                direct_codes=self._direct_codes,
+                run_context=self._run_context,
+                new_record=registry.new_record,
+                task_finished=registry.task_finished,
+                value_type=Value,
+                completed=COMPLETED,
             )
         except Exception as exc:  # noqa: BLE001  # the pure-Python path still works
             internal_error("trio backend: C hooks", exc)
@@ -452,6 +461,12 @@ class TrioBackend:
             frame = frame.f_back
             depth += 1
         return None
+
+    def _classify(self, code: CodeType) -> int:
+        """Return the frame kind of `code` (`user_frame`'s cache miss, for the C walk)."""
+        kind = self._frame_kinds[id(code)] = _LIBRARY if self.locations.is_library(code) else _USER
+        self._kind_codes.append(code)
+        return kind
 
     def end_step(self, record: TaskRecord, task: Any, *, final: bool = False) -> None:
         """Account the step in progress (hot path; `record.step_start` is set).

@@ -29,7 +29,7 @@
 /* ---------------------------------------------------------------- names */
 
 static PyObject *str_task_spawned, *str_before, *str_after, *str_call, *str_id,
-    *str_outcome_known, *msg_spawned, *msg_before, *msg_after, *msg_scheduled, *msg_exited;
+    *str_outcome_known, *str_coro, *str_cr_code, *str_task, *str_created, *str_finished, *msg_spawned, *msg_before, *msg_after, *msg_scheduled, *msg_exited;
 static PyObject *kwnames_outcome_known; /* ("outcome_known",) */
 
 /* The per-step fields of a task record, in the order of `field_names`. */
@@ -71,8 +71,23 @@ typedef struct {
     PyObject *finish;      /* backend.finish(record, task, outcome, *, outcome_known) */
     PyObject *on_error;    /* internal_error(where, exc) */
     PyObject *fields[F_COUNT]; /* member descriptors of the record's per-step fields */
+    /* Creation (`TrioBackend.track` and `user_frame`, for the common case). */
+    PyObject *kinds;        /* id(code) -> frame kind (`TrioBackend._frame_kinds`) */
+    PyObject *classify;     /* classify(code) -> kind, caching it in `kinds` */
+    PyObject *machinery;    /* frozenset of id() of trio's own task coroutines' code */
+    PyObject *direct_codes; /* frozenset of codes that spawn the main task directly */
+    PyObject *run_context;  /* trio's GLOBAL_RUN_CONTEXT (its .task is the running one) */
+    PyObject *new_record;   /* registry.new_record */
+    PyObject *record_class; /* TrioTaskRecord */
+    /* Endings (`TrioBackend.finish`, for the common case). */
+    PyObject *task_finished; /* registry.task_finished */
+    PyObject *value_type;    /* outcome.Value */
+    PyObject *completed;     /* the registry's COMPLETED state */
     int enabled;
 } Hooks;
+
+/* Frame kinds of `TrioBackend.user_frame`. */
+enum { K_USER = 0, K_LIBRARY = 1, K_ENTRY = 2 };
 
 /* Call the clock; -1.0 with an exception set on failure. */
 static double
@@ -143,7 +158,182 @@ live_record(Hooks *self, PyObject *task)
     return record;
 }
 
-/* task_spawned: backend.track(task, frame of the code spawning it). */
+/* getattr(obj, name) as a new reference in *result: 1 found, 0 AttributeError (cleared,
+   *result NULL), -1 another failure. (PyObject_GetOptionalAttr is new in 3.13.) */
+static int
+get_optional(PyObject *obj, PyObject *name, PyObject **result)
+{
+    *result = PyObject_GetAttr(obj, name);
+    if (*result != NULL) {
+        return 1;
+    }
+    if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear();
+        return 0;
+    }
+    return -1;
+}
+
+/* The kind of `code` (K_*), from the cache or `classify`; -1 with an exception set. */
+static int
+kind_of(Hooks *self, PyObject *code)
+{
+    PyObject *key = PyLong_FromVoidPtr(code);
+    if (key == NULL) {
+        return -1;
+    }
+    PyObject *kind = PyDict_GetItemWithError(self->kinds, key);
+    Py_DECREF(key);
+    if (kind != NULL) {
+        return (int)PyLong_AsLong(kind);
+    }
+    if (PyErr_Occurred()) {
+        return -1;
+    }
+    PyObject *computed = PyObject_CallOneArg(self->classify, code);
+    if (computed == NULL) {
+        return -1;
+    }
+    int result = (int)PyLong_AsLong(computed);
+    Py_DECREF(computed);
+    return result;
+}
+
+/* `TrioBackend.user_frame`: the user's (code, line) responsible for `frame`, None when
+   there is none, NULL with an exception set on failure. */
+static PyObject *
+user_frame(Hooks *self, PyFrameObject *start)
+{
+    PyFrameObject *frame = start;
+    Py_XINCREF(frame);
+    PyObject *previous = NULL; /* strong */
+    PyObject *result = NULL;
+    int depth = 0;
+    while (frame != NULL && depth < 64) {
+        PyObject *code = (PyObject *)PyFrame_GetCode(frame);
+        int kind = kind_of(self, code);
+        if (kind == -1 && PyErr_Occurred()) {
+            Py_DECREF(code);
+            goto done;
+        }
+        if (kind == K_USER) {
+            PyObject *line = PyLong_FromLong(PyFrame_GetLineNumber(frame));
+            if (line != NULL) {
+                result = PyTuple_Pack(2, code, line);
+                Py_DECREF(line);
+            }
+            Py_DECREF(code);
+            goto done;
+        }
+        if (kind == K_ENTRY) {
+            int direct = previous == NULL ? 0 : PySet_Contains(self->direct_codes, previous);
+            if (direct < 0) {
+                Py_DECREF(code);
+                goto done;
+            }
+            if (!direct) {
+                Py_DECREF(code);
+                result = Py_NewRef(Py_None);
+                goto done;
+            }
+        }
+        Py_XSETREF(previous, code);
+        PyFrameObject *back = PyFrame_GetBack(frame);
+        Py_SETREF(frame, back);
+        depth++;
+    }
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(frame);
+    Py_XDECREF(previous);
+    return result;
+}
+
+/* Record a new task (`TrioBackend.track`) when it is the common case: a coroutine of
+   the program's own code and no task_created listener. 1: recorded; 0: not the common
+   case (nothing done); -1: failure, exception set. */
+static int
+track_common(Hooks *self, PyObject *task, PyFrameObject *frame)
+{
+    int status = 0;
+    PyObject *coro = NULL, *code = NULL, *key = NULL, *created_at = NULL, *parent = NULL,
+             *parent_id = NULL;
+    int listening = PyDict_Contains(self->instruments, str_created);
+    if (listening != 0) {
+        return listening < 0 ? -1 : 0;
+    }
+    coro = PyObject_GetAttr(task, str_coro);
+    if (coro == NULL) {
+        return -1;
+    }
+    if (get_optional(coro, str_cr_code, &code) < 0) {
+        status = -1;
+        goto done;
+    }
+    if (code == NULL || !PyCode_Check(code)) {
+        goto done; /* not a coroutine: named after the object, in Python */
+    }
+    key = PyLong_FromVoidPtr(code);
+    if (key == NULL) {
+        status = -1;
+        goto done;
+    }
+    int machinery = PySet_Contains(self->machinery, key);
+    if (machinery != 0) {
+        status = machinery < 0 ? -1 : 0;
+        goto done;
+    }
+    int kind = kind_of(self, code);
+    if (kind != K_USER) {
+        /* A library wrapper (AnyIO's) is named after the coroutine it runs. */
+        status = (kind == -1 && PyErr_Occurred()) ? -1 : 0;
+        goto done;
+    }
+    created_at = user_frame(self, frame);
+    if (created_at == NULL) {
+        status = -1;
+        goto done;
+    }
+    /* The running task; there is none while trio spawns its init task. */
+    if (get_optional(self->run_context, str_task, &parent) < 0) {
+        status = -1;
+        goto done;
+    }
+    parent_id = Py_NewRef(Py_None);
+    if (parent != NULL && parent != Py_None) {
+        PyObject *parent_record = live_record(self, parent);
+        if (parent_record == NULL && PyErr_Occurred()) {
+            status = -1;
+            goto done;
+        }
+        if (parent_record != NULL) {
+            Py_SETREF(parent_id, PyObject_GetAttr(parent_record, str_id));
+            if (parent_id == NULL) {
+                status = -1;
+                goto done;
+            }
+        }
+    }
+    PyObject *args[6] = {NULL, task, self->record_class, created_at, code, parent_id};
+    PyObject *record = PyObject_Vectorcall(self->new_record, args + 1,
+                                           5 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    if (record == NULL) {
+        status = -1;
+        goto done;
+    }
+    Py_DECREF(record);
+    status = 1;
+done:
+    Py_XDECREF(coro);
+    Py_XDECREF(code);
+    Py_XDECREF(key);
+    Py_XDECREF(created_at);
+    Py_XDECREF(parent);
+    Py_XDECREF(parent_id);
+    return status;
+}
+
+/* task_spawned: record the task and the user's line that spawned it. */
 static void
 hook_task_spawned(Hooks *self, PyObject *task)
 {
@@ -152,14 +342,17 @@ hook_task_spawned(Hooks *self, PyObject *task)
     }
     /* The running Python frame: trio's spawn_impl (no `call` frame in between, which
        the walk to the user's line would look through anyway). */
-    PyObject *frame = (PyObject *)PyEval_GetFrame();
-    PyObject *result =
-        PyObject_CallFunctionObjArgs(self->track, task, frame ? frame : Py_None, NULL);
-    if (result == NULL) {
-        report_internal_error(self->on_error, msg_spawned);
-        return;
+    PyFrameObject *frame = PyEval_GetFrame();
+    int status = track_common(self, task, frame);
+    if (status == 0) {
+        PyObject *result = PyObject_CallFunctionObjArgs(
+            self->track, task, frame ? (PyObject *)frame : Py_None, NULL);
+        status = result == NULL ? -1 : 1;
+        Py_XDECREF(result);
     }
-    Py_DECREF(result);
+    if (status < 0) {
+        report_internal_error(self->on_error, msg_spawned);
+    }
 }
 
 /* instruments.call(hook, record.id) when one of taskscope's instruments implements it. */
@@ -359,6 +552,90 @@ note_scheduled(Hooks *self, PyObject *task)
     Py_DECREF(record);
 }
 
+/* Record a completed task's ending (`TrioBackend.finish` with a Value outcome, when no
+   instrument listens): 1 done, 0 not the common case, -1 failure with an exception. */
+static int
+finish_completed(Hooks *self, PyObject *record, PyObject *task, PyObject *outcome)
+{
+    if (Py_TYPE(outcome) != (PyTypeObject *)self->value_type) {
+        return 0;
+    }
+    int listening = PyDict_Contains(self->instruments, str_finished);
+    if (listening == 0) {
+        listening = PyDict_Contains(self->instruments, str_after);
+    }
+    if (listening != 0) {
+        return listening < 0 ? -1 : 0;
+    }
+    double start = get_double(self, record, F_STEP_START);
+    if (start == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    PyObject *ended = NULL;
+    if (start != 0.0) {
+        /* `TrioBackend.end_step(final=True)`: the task's last step. */
+        double end = read_clock(self);
+        if (end == -1.0 && PyErr_Occurred()) {
+            return -1;
+        }
+        double duration = end - start;
+        if (set_double(self, record, F_STEP_START, 0.0) < 0) {
+            return -1;
+        }
+        double busy = get_double(self, record, F_BUSY);
+        if ((busy == -1.0 && PyErr_Occurred()) ||
+            set_double(self, record, F_BUSY, busy + duration) < 0) {
+            return -1;
+        }
+        PyObject *steps = get_field(self, record, F_STEPS);
+        if (steps == NULL) {
+            return -1;
+        }
+        Py_ssize_t count = PyLong_AsSsize_t(steps);
+        Py_DECREF(steps);
+        if (count == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        PyObject *new_steps = PyLong_FromSsize_t(count + 1);
+        if (new_steps == NULL) {
+            return -1;
+        }
+        int status = set_field(self, record, F_STEPS, new_steps);
+        Py_DECREF(new_steps);
+        if (status < 0) {
+            return -1;
+        }
+        PyObject *first = get_field(self, record, F_FIRST_STEP);
+        if (first == NULL) {
+            return -1;
+        }
+        int first_unset = first == Py_None;
+        Py_DECREF(first);
+        if (first_unset && set_double(self, record, F_FIRST_STEP, start) < 0) {
+            return -1;
+        }
+        double longest = get_double(self, record, F_LONGEST);
+        if ((longest == -1.0 && PyErr_Occurred()) ||
+            (duration > longest && set_double(self, record, F_LONGEST, duration) < 0)) {
+            return -1;
+        }
+        /* The end of the last step is the task's end: one clock read fewer. */
+        ended = PyFloat_FromDouble(end);
+        if (ended == NULL) {
+            return -1;
+        }
+    }
+    PyObject *args[5] = {NULL, record, self->completed, task, ended ? ended : Py_None};
+    PyObject *result = PyObject_Vectorcall(self->task_finished, args + 1,
+                                           4 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_XDECREF(ended);
+    if (result == NULL) {
+        return -1;
+    }
+    Py_DECREF(result);
+    return 1;
+}
+
 /* Before Runner.task_exited: record the ending (`TrioBackend._make_task_exited`). */
 static void
 note_exited(Hooks *self, PyObject *task, PyObject *outcome)
@@ -371,15 +648,17 @@ note_exited(Hooks *self, PyObject *task, PyObject *outcome)
         return;
     }
     Py_INCREF(record);
-    PyObject *args[5] = {NULL, record, task, outcome, Py_True};
-    PyObject *result = PyObject_Vectorcall(self->finish, args + 1,
-                                           3 | PY_VECTORCALL_ARGUMENTS_OFFSET,
-                                           kwnames_outcome_known);
-    if (result == NULL) {
-        report_internal_error(self->on_error, msg_exited);
+    int status = finish_completed(self, record, task, outcome);
+    if (status == 0) {
+        PyObject *args[5] = {NULL, record, task, outcome, Py_True};
+        PyObject *result = PyObject_Vectorcall(self->finish, args + 1,
+                                               3 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                               kwnames_outcome_known);
+        status = result == NULL ? -1 : 1;
+        Py_XDECREF(result);
     }
-    else {
-        Py_DECREF(result);
+    if (status < 0) {
+        report_internal_error(self->on_error, msg_exited);
     }
     Py_DECREF(record);
 }
@@ -388,13 +667,20 @@ static int
 hooks_init(PyObject *op, PyObject *args, PyObject *kwargs)
 {
     Hooks *self = (Hooks *)op;
-    static char *keywords[] = {"live", "clock", "instruments", "track", "end_step",
-                               "finish", "on_error", "record_type", NULL};
-    PyObject *live, *clock, *instruments, *track, *end_step, *finish, *on_error, *record_type;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!OO!OOOOO!:Hooks", keywords, &PyDict_Type,
-                                     &live, &clock, &PyDict_Type, &instruments, &track,
-                                     &end_step, &finish, &on_error, &PyType_Type,
-                                     &record_type)) {
+    static char *keywords[] = {"live",         "clock",        "instruments",   "track",
+                               "end_step",     "finish",       "on_error",      "record_type",
+                               "kinds",        "classify",     "machinery",     "direct_codes",
+                               "run_context",  "new_record",   "task_finished", "value_type",
+                               "completed",    NULL};
+    PyObject *live, *clock, *instruments, *track, *end_step, *finish, *on_error, *record_type,
+        *kinds, *classify, *machinery, *direct_codes, *run_context, *new_record,
+        *task_finished, *value_type, *completed;
+    if (!PyArg_ParseTupleAndKeywords(
+            args, kwargs, "$O!OO!OOOOO!O!OO!O!OOOO!O!:Hooks", keywords, &PyDict_Type, &live,
+            &clock, &PyDict_Type, &instruments, &track, &end_step, &finish, &on_error,
+            &PyType_Type, &record_type, &PyDict_Type, &kinds, &classify, &PyFrozenSet_Type,
+            &machinery, &PyFrozenSet_Type, &direct_codes, &run_context, &new_record,
+            &task_finished, &PyType_Type, &value_type, &PyLong_Type, &completed)) {
         return -1;
     }
     for (int i = 0; i < F_COUNT; i++) {
@@ -417,6 +703,16 @@ hooks_init(PyObject *op, PyObject *args, PyObject *kwargs)
     Py_XSETREF(self->end_step, Py_NewRef(end_step));
     Py_XSETREF(self->finish, Py_NewRef(finish));
     Py_XSETREF(self->on_error, Py_NewRef(on_error));
+    Py_XSETREF(self->kinds, Py_NewRef(kinds));
+    Py_XSETREF(self->classify, Py_NewRef(classify));
+    Py_XSETREF(self->machinery, Py_NewRef(machinery));
+    Py_XSETREF(self->direct_codes, Py_NewRef(direct_codes));
+    Py_XSETREF(self->run_context, Py_NewRef(run_context));
+    Py_XSETREF(self->new_record, Py_NewRef(new_record));
+    Py_XSETREF(self->record_class, Py_NewRef(record_type));
+    Py_XSETREF(self->task_finished, Py_NewRef(task_finished));
+    Py_XSETREF(self->value_type, Py_NewRef(value_type));
+    Py_XSETREF(self->completed, Py_NewRef(completed));
     self->enabled = 1;
     return 0;
 }
@@ -432,6 +728,16 @@ hooks_traverse(PyObject *op, visitproc visit, void *arg)
     Py_VISIT(self->end_step);
     Py_VISIT(self->finish);
     Py_VISIT(self->on_error);
+    Py_VISIT(self->kinds);
+    Py_VISIT(self->classify);
+    Py_VISIT(self->machinery);
+    Py_VISIT(self->direct_codes);
+    Py_VISIT(self->run_context);
+    Py_VISIT(self->new_record);
+    Py_VISIT(self->record_class);
+    Py_VISIT(self->task_finished);
+    Py_VISIT(self->value_type);
+    Py_VISIT(self->completed);
     for (int i = 0; i < F_COUNT; i++) {
         Py_VISIT(self->fields[i]);
     }
@@ -450,6 +756,16 @@ hooks_clear(PyObject *op)
     Py_CLEAR(self->end_step);
     Py_CLEAR(self->finish);
     Py_CLEAR(self->on_error);
+    Py_CLEAR(self->kinds);
+    Py_CLEAR(self->classify);
+    Py_CLEAR(self->machinery);
+    Py_CLEAR(self->direct_codes);
+    Py_CLEAR(self->run_context);
+    Py_CLEAR(self->new_record);
+    Py_CLEAR(self->record_class);
+    Py_CLEAR(self->task_finished);
+    Py_CLEAR(self->value_type);
+    Py_CLEAR(self->completed);
     for (int i = 0; i < F_COUNT; i++) {
         Py_CLEAR(self->fields[i]);
     }
@@ -515,7 +831,8 @@ static PyGetSetDef hooks_getset[] = {
 static PyTypeObject HooksType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "taskscope._core._trio_speedups.Hooks",
     .tp_doc = "Hooks(*, live, clock, instruments, track, end_step, finish, on_error, "
-              "record_type): taskscope's trio hooks.",
+              "record_type, kinds, classify, machinery, direct_codes, run_context, "
+              "new_record, task_finished, value_type, completed): taskscope's trio hooks.",
     .tp_basicsize = sizeof(Hooks),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,
@@ -806,6 +1123,11 @@ intern_all(void)
         {&str_call, "call"},
         {&str_id, "id"},
         {&str_outcome_known, "outcome_known"},
+        {&str_coro, "coro"},
+        {&str_cr_code, "cr_code"},
+        {&str_task, "task"},
+        {&str_created, "task_created"},
+        {&str_finished, "task_finished"},
         {&msg_spawned, "trio backend: task_spawned"},
         {&msg_before, "trio backend: before_task_step"},
         {&msg_after, "trio backend: after_task_step"},
