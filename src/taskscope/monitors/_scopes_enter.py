@@ -158,9 +158,25 @@ def make_enter(  # noqa: PLR0915  # the hot path, one closure on purpose
         result = original(scope)
         try:
             frame = getframe(caller_depth)
-            if user_only and libraries.get(id(frame.f_code)) is False:
+            code = frame.f_code
+            library = libraries.get(id(code))
+            if user_only and library is False:
                 # The common case, inlined: the user's own ``with`` entered the scope.
-                stack = [(frame.f_code, frame.f_lineno)]
+                stack = [(code, frame.f_lineno)]
+                kind = direct_kind
+            elif (
+                user_only
+                and library
+                and depth > 1
+                and id(code) in passthrough
+                and kind_codes.get(id(code)) is None
+                and (back := frame.f_back) is not None
+                and libraries.get(id(back.f_code)) is False
+                and id(back.f_code) not in stop_codes
+            ):
+                # The next most common, inlined: the user's ``with`` through a thin
+                # wrapper (AnyIO's trio CancelScope); what `walk` returns for it.
+                stack = [(code, frame.f_lineno), (back.f_code, back.f_lineno)]
                 kind = direct_kind
             else:
                 kind, stack = walk(frame)
