@@ -16,8 +16,10 @@ import trio.lowlevel
 import taskscope
 from taskscope._backends import _compat
 from taskscope._core import _accel
+from taskscope._core._faults import internal_error_counts, reset_internal_errors
+from taskscope._core._registry import Registry
 
-pytestmark = pytest.mark.skipif(
+needs_c = pytest.mark.skipif(
     _accel.trio_speedups is None, reason="the trio C accelerator is not in use"
 )
 
@@ -50,6 +52,7 @@ class _TrioRecorder(trio.abc.Instrument):
         self._note("after_task_step", task)
 
 
+@needs_c
 class TestDispatch:
     """``runner.instruments.call`` takes the short way only for taskscope's hooks."""
 
@@ -125,3 +128,34 @@ class TestDispatch:
         with taskscope.monitor():
             trio.run(main)
         assert repr(errors.pop()) == repr(expected)
+
+
+class TestFaults:
+    """A failure of taskscope's own accounting (in C, or its Python twin) never
+    reaches the program."""
+
+    def test_failing_record_creation_stays_inside(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A registry that cannot create records: trio runs as without taskscope, and
+        each failure is an internal error of task_spawned."""
+
+        def broken(*_args: Any) -> None:
+            raise RuntimeError("registry bug")
+
+        monkeypatch.setattr(Registry, "new_record", broken)
+        reset_internal_errors()
+        with taskscope.monitor() as session:
+            assert trio.run(checkpoints, 3) == 3
+        assert set(internal_error_counts()) == {"trio backend: task_spawned"}
+        assert not [t for t in session.snapshot().tasks if t.backend == "trio"]
+
+    def test_failing_task_finished_stays_inside(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A registry that cannot finish records: the program's outcome is unchanged."""
+
+        def broken(*_args: Any) -> None:
+            raise RuntimeError("registry bug")
+
+        monkeypatch.setattr(Registry, "task_finished", broken)
+        reset_internal_errors()
+        with taskscope.monitor():
+            assert trio.run(checkpoints, 3) == 3
+        assert set(internal_error_counts()) == {"trio backend: task_exited"}

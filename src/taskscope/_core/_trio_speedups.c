@@ -25,6 +25,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* ---------------------------------------------------------------- names */
 
@@ -61,6 +62,8 @@ report_internal_error(PyObject *on_error, PyObject *where)
 
 /* ---------------------------------------------------------------- Hooks */
 
+#define LINE_CACHE_SIZE 64
+
 typedef struct {
     PyObject_HEAD
     PyObject *live;        /* registry.live: id(task) -> record */
@@ -74,6 +77,7 @@ typedef struct {
     /* Creation (`TrioBackend.track` and `user_frame`, for the common case). */
     PyObject *kinds;        /* id(code) -> frame kind (`TrioBackend._frame_kinds`) */
     PyObject *classify;     /* classify(code) -> kind, caching it in `kinds` */
+    PyObject *wrapped_code; /* wrapped_code(coro): the user code a library wrapper runs */
     PyObject *machinery;    /* frozenset of id() of trio's own task coroutines' code */
     PyObject *direct_codes; /* frozenset of codes that spawn the main task directly */
     PyObject *run_context;  /* trio's GLOBAL_RUN_CONTEXT (its .task is the running one) */
@@ -83,6 +87,14 @@ typedef struct {
     PyObject *task_finished; /* registry.task_finished */
     PyObject *value_type;    /* outcome.Value */
     PyObject *completed;     /* the registry's COMPLETED state */
+    /* Line numbers by (code, instruction offset): computing one scans the code's line
+       table (~2,000 instructions), and tasks are spawned from few places. Each entry
+       holds its code and line strongly, so a pointer is never reused while cached. */
+    struct {
+        PyObject *code;
+        int lasti;
+        PyObject *line;
+    } lines[LINE_CACHE_SIZE];
     int enabled;
 } Hooks;
 
@@ -199,6 +211,24 @@ kind_of(Hooks *self, PyObject *code)
     return result;
 }
 
+/* frame.f_lineno as a new reference, through the cache. */
+static PyObject *
+line_of(Hooks *self, PyFrameObject *frame, PyObject *code)
+{
+    int lasti = PyFrame_GetLasti(frame);
+    size_t slot = (((uintptr_t)code >> 4) ^ (size_t)lasti) % LINE_CACHE_SIZE;
+    if (lasti >= 0 && self->lines[slot].code == code && self->lines[slot].lasti == lasti) {
+        return Py_NewRef(self->lines[slot].line);
+    }
+    PyObject *line = PyLong_FromLong(PyFrame_GetLineNumber(frame));
+    if (line != NULL && lasti >= 0) {
+        Py_XSETREF(self->lines[slot].code, Py_NewRef(code));
+        Py_XSETREF(self->lines[slot].line, Py_NewRef(line));
+        self->lines[slot].lasti = lasti;
+    }
+    return line;
+}
+
 /* `TrioBackend.user_frame`: the user's (code, line) responsible for `frame`, None when
    there is none, NULL with an exception set on failure. */
 static PyObject *
@@ -217,7 +247,7 @@ user_frame(Hooks *self, PyFrameObject *start)
             goto done;
         }
         if (kind == K_USER) {
-            PyObject *line = PyLong_FromLong(PyFrame_GetLineNumber(frame));
+            PyObject *line = line_of(self, frame, code);
             if (line != NULL) {
                 result = PyTuple_Pack(2, code, line);
                 Py_DECREF(line);
@@ -249,8 +279,8 @@ done:
     return result;
 }
 
-/* Record a new task (`TrioBackend.track`) when it is the common case: a coroutine of
-   the program's own code and no task_created listener. 1: recorded; 0: not the common
+/* Record a new task (`TrioBackend.track`) when it is the common case: a coroutine
+   (the program's, or a library wrapper of the program's) and no task_created listener. 1: recorded; 0: not the common
    case (nothing done); -1: failure, exception set. */
 static int
 track_common(Hooks *self, PyObject *task, PyFrameObject *frame)
@@ -284,10 +314,23 @@ track_common(Hooks *self, PyObject *task, PyFrameObject *frame)
         goto done;
     }
     int kind = kind_of(self, code);
-    if (kind != K_USER) {
-        /* A library wrapper (AnyIO's) is named after the coroutine it runs. */
-        status = (kind == -1 && PyErr_Occurred()) ? -1 : 0;
+    if (kind == -1 && PyErr_Occurred()) {
+        status = -1;
         goto done;
+    }
+    if (kind != K_USER) {
+        /* A library wrapper (AnyIO's): name the task after the coroutine it runs. */
+        PyObject *wrapped = PyObject_CallOneArg(self->wrapped_code, coro);
+        if (wrapped == NULL) {
+            status = -1;
+            goto done;
+        }
+        if (wrapped == Py_None) {
+            Py_DECREF(wrapped);
+        }
+        else {
+            Py_SETREF(code, wrapped);
+        }
     }
     created_at = user_frame(self, frame);
     if (created_at == NULL) {
@@ -669,16 +712,16 @@ hooks_init(PyObject *op, PyObject *args, PyObject *kwargs)
     Hooks *self = (Hooks *)op;
     static char *keywords[] = {"live",         "clock",        "instruments",   "track",
                                "end_step",     "finish",       "on_error",      "record_type",
-                               "kinds",        "classify",     "machinery",     "direct_codes",
-                               "run_context",  "new_record",   "task_finished", "value_type",
-                               "completed",    NULL};
+                               "kinds",        "classify",     "wrapped_code",  "machinery",
+                               "direct_codes", "run_context",  "new_record",    "task_finished",
+                               "value_type",   "completed",    NULL};
     PyObject *live, *clock, *instruments, *track, *end_step, *finish, *on_error, *record_type,
-        *kinds, *classify, *machinery, *direct_codes, *run_context, *new_record,
+        *kinds, *classify, *wrapped_code, *machinery, *direct_codes, *run_context, *new_record,
         *task_finished, *value_type, *completed;
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwargs, "$O!OO!OOOOO!O!OO!O!OOOO!O!:Hooks", keywords, &PyDict_Type, &live,
+            args, kwargs, "$O!OO!OOOOO!O!OOO!O!OOOO!O!:Hooks", keywords, &PyDict_Type, &live,
             &clock, &PyDict_Type, &instruments, &track, &end_step, &finish, &on_error,
-            &PyType_Type, &record_type, &PyDict_Type, &kinds, &classify, &PyFrozenSet_Type,
+            &PyType_Type, &record_type, &PyDict_Type, &kinds, &classify, &wrapped_code, &PyFrozenSet_Type,
             &machinery, &PyFrozenSet_Type, &direct_codes, &run_context, &new_record,
             &task_finished, &PyType_Type, &value_type, &PyLong_Type, &completed)) {
         return -1;
@@ -705,6 +748,7 @@ hooks_init(PyObject *op, PyObject *args, PyObject *kwargs)
     Py_XSETREF(self->on_error, Py_NewRef(on_error));
     Py_XSETREF(self->kinds, Py_NewRef(kinds));
     Py_XSETREF(self->classify, Py_NewRef(classify));
+    Py_XSETREF(self->wrapped_code, Py_NewRef(wrapped_code));
     Py_XSETREF(self->machinery, Py_NewRef(machinery));
     Py_XSETREF(self->direct_codes, Py_NewRef(direct_codes));
     Py_XSETREF(self->run_context, Py_NewRef(run_context));
@@ -730,6 +774,7 @@ hooks_traverse(PyObject *op, visitproc visit, void *arg)
     Py_VISIT(self->on_error);
     Py_VISIT(self->kinds);
     Py_VISIT(self->classify);
+    Py_VISIT(self->wrapped_code);
     Py_VISIT(self->machinery);
     Py_VISIT(self->direct_codes);
     Py_VISIT(self->run_context);
@@ -740,6 +785,10 @@ hooks_traverse(PyObject *op, visitproc visit, void *arg)
     Py_VISIT(self->completed);
     for (int i = 0; i < F_COUNT; i++) {
         Py_VISIT(self->fields[i]);
+    }
+    for (int i = 0; i < LINE_CACHE_SIZE; i++) {
+        Py_VISIT(self->lines[i].code);
+        Py_VISIT(self->lines[i].line);
     }
     return 0;
 }
@@ -758,6 +807,7 @@ hooks_clear(PyObject *op)
     Py_CLEAR(self->on_error);
     Py_CLEAR(self->kinds);
     Py_CLEAR(self->classify);
+    Py_CLEAR(self->wrapped_code);
     Py_CLEAR(self->machinery);
     Py_CLEAR(self->direct_codes);
     Py_CLEAR(self->run_context);
@@ -768,6 +818,10 @@ hooks_clear(PyObject *op)
     Py_CLEAR(self->completed);
     for (int i = 0; i < F_COUNT; i++) {
         Py_CLEAR(self->fields[i]);
+    }
+    for (int i = 0; i < LINE_CACHE_SIZE; i++) {
+        Py_CLEAR(self->lines[i].code);
+        Py_CLEAR(self->lines[i].line);
     }
     return 0;
 }
@@ -831,7 +885,7 @@ static PyGetSetDef hooks_getset[] = {
 static PyTypeObject HooksType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "taskscope._core._trio_speedups.Hooks",
     .tp_doc = "Hooks(*, live, clock, instruments, track, end_step, finish, on_error, "
-              "record_type, kinds, classify, machinery, direct_codes, run_context, "
+              "record_type, kinds, classify, wrapped_code, machinery, direct_codes, run_context, "
               "new_record, task_finished, value_type, completed): taskscope's trio hooks.",
     .tp_basicsize = sizeof(Hooks),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
