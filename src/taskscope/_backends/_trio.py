@@ -317,7 +317,6 @@ class TrioBackend:
                 record_type=TrioTaskRecord,
                 kinds=self._frame_kinds,
                 classify=self._classify,
-                wrapped_code=self._wrapped_code,
                 machinery=self._machinery,
                 direct_codes=self._direct_codes,
                 run_context=self._run_context,
@@ -462,10 +461,6 @@ class TrioBackend:
             frame = frame.f_back
             depth += 1
         return None
-
-    def _wrapped_code(self, coro: Any) -> CodeType | None:
-        """Return the code of the user coroutine a library wrapper runs (for the C path)."""
-        return _compat.wrapped_coroutine_code(coro, self.locations.is_library)
 
     def _classify(self, code: CodeType) -> int:
         """Return the frame kind of `code` (`user_frame`'s cache miss, for the C walk)."""

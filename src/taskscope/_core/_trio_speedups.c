@@ -30,7 +30,7 @@
 /* ---------------------------------------------------------------- names */
 
 static PyObject *str_task_spawned, *str_before, *str_after, *str_call, *str_id,
-    *str_outcome_known, *str_coro, *str_cr_code, *str_task, *str_created, *str_finished, *msg_spawned, *msg_before, *msg_after, *msg_scheduled, *msg_exited;
+    *str_outcome_known, *str_coro, *str_coro_attr, *str_cr_frame, *str_cr_code, *str_task, *str_created, *str_finished, *msg_spawned, *msg_before, *msg_after, *msg_scheduled, *msg_exited;
 static PyObject *kwnames_outcome_known; /* ("outcome_known",) */
 
 /* The per-step fields of a task record, in the order of `field_names`. */
@@ -77,7 +77,6 @@ typedef struct {
     /* Creation (`TrioBackend.track` and `user_frame`, for the common case). */
     PyObject *kinds;        /* id(code) -> frame kind (`TrioBackend._frame_kinds`) */
     PyObject *classify;     /* classify(code) -> kind, caching it in `kinds` */
-    PyObject *wrapped_code; /* wrapped_code(coro): the user code a library wrapper runs */
     PyObject *machinery;    /* frozenset of id() of trio's own task coroutines' code */
     PyObject *direct_codes; /* frozenset of codes that spawn the main task directly */
     PyObject *run_context;  /* trio's GLOBAL_RUN_CONTEXT (its .task is the running one) */
@@ -279,6 +278,77 @@ done:
     return result;
 }
 
+/* gc.get_referents(obj), in order, into `found` (a list). */
+static int
+collect_referent(PyObject *referent, void *found)
+{
+    return PyList_Append((PyObject *)found, referent);
+}
+
+/* `_compat.wrapped_coroutine_code(coro, is_library)`: the code of the user coroutine an
+   unstarted library wrapper (AnyIO's `TaskHandle._run_coro`) will run, read from the
+   wrapper's referents (its arguments: the coroutine, or an object whose `_coro` it is).
+   A new reference, Py_None when there is none, NULL with an exception set. */
+static PyObject *
+wrapped_code(Hooks *self, PyObject *coro)
+{
+    PyObject *frame = NULL;
+    if (get_optional(coro, str_cr_frame, &frame) < 0) {
+        return NULL;
+    }
+    int started = frame != NULL && frame != Py_None;
+    Py_XDECREF(frame);
+    traverseproc traverse = Py_TYPE(coro)->tp_traverse;
+    if (!started || !PyObject_IS_GC(coro) || traverse == NULL) {
+        return Py_NewRef(Py_None);
+    }
+    PyObject *referents = PyList_New(0);
+    if (referents == NULL) {
+        return NULL;
+    }
+    if (traverse(coro, collect_referent, referents) != 0) {
+        Py_DECREF(referents);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(referents) && result == NULL; i++) {
+        PyObject *candidates[2] = {PyList_GET_ITEM(referents, i), NULL};
+        if (get_optional(candidates[0], str_coro_attr, &candidates[1]) < 0) {
+            if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+                goto fail;
+            }
+            PyErr_Clear(); /* an argument with a hostile __getattr__ */
+            continue;
+        }
+        for (int j = 0; j < 2 && result == NULL; j++) {
+            PyObject *candidate = candidates[j] != NULL ? candidates[j] : Py_None;
+            PyObject *code = NULL;
+            if (get_optional(candidate, str_cr_code, &code) < 0) {
+                Py_XDECREF(candidates[1]);
+                goto fail;
+            }
+            if (code != NULL && PyCode_Check(code) && candidate != coro) {
+                int kind = kind_of(self, code);
+                if (kind == -1 && PyErr_Occurred()) {
+                    Py_DECREF(code);
+                    Py_XDECREF(candidates[1]);
+                    goto fail;
+                }
+                if (kind == K_USER) {
+                    result = Py_NewRef(code);
+                }
+            }
+            Py_XDECREF(code);
+        }
+        Py_XDECREF(candidates[1]);
+    }
+    Py_DECREF(referents);
+    return result != NULL ? result : Py_NewRef(Py_None);
+fail:
+    Py_DECREF(referents);
+    return NULL;
+}
+
 /* Record a new task (`TrioBackend.track`) when it is the common case: a coroutine
    (the program's, or a library wrapper of the program's) and no task_created listener. 1: recorded; 0: not the common
    case (nothing done); -1: failure, exception set. */
@@ -320,7 +390,7 @@ track_common(Hooks *self, PyObject *task, PyFrameObject *frame)
     }
     if (kind != K_USER) {
         /* A library wrapper (AnyIO's): name the task after the coroutine it runs. */
-        PyObject *wrapped = PyObject_CallOneArg(self->wrapped_code, coro);
+        PyObject *wrapped = wrapped_code(self, coro);
         if (wrapped == NULL) {
             status = -1;
             goto done;
@@ -712,16 +782,16 @@ hooks_init(PyObject *op, PyObject *args, PyObject *kwargs)
     Hooks *self = (Hooks *)op;
     static char *keywords[] = {"live",         "clock",        "instruments",   "track",
                                "end_step",     "finish",       "on_error",      "record_type",
-                               "kinds",        "classify",     "wrapped_code",  "machinery",
-                               "direct_codes", "run_context",  "new_record",    "task_finished",
-                               "value_type",   "completed",    NULL};
+                               "kinds",        "classify",     "machinery",     "direct_codes",
+                               "run_context",  "new_record",   "task_finished", "value_type",
+                               "completed",    NULL};
     PyObject *live, *clock, *instruments, *track, *end_step, *finish, *on_error, *record_type,
-        *kinds, *classify, *wrapped_code, *machinery, *direct_codes, *run_context, *new_record,
+        *kinds, *classify, *machinery, *direct_codes, *run_context, *new_record,
         *task_finished, *value_type, *completed;
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwargs, "$O!OO!OOOOO!O!OOO!O!OOOO!O!:Hooks", keywords, &PyDict_Type, &live,
+            args, kwargs, "$O!OO!OOOOO!O!OO!O!OOOO!O!:Hooks", keywords, &PyDict_Type, &live,
             &clock, &PyDict_Type, &instruments, &track, &end_step, &finish, &on_error,
-            &PyType_Type, &record_type, &PyDict_Type, &kinds, &classify, &wrapped_code, &PyFrozenSet_Type,
+            &PyType_Type, &record_type, &PyDict_Type, &kinds, &classify, &PyFrozenSet_Type,
             &machinery, &PyFrozenSet_Type, &direct_codes, &run_context, &new_record,
             &task_finished, &PyType_Type, &value_type, &PyLong_Type, &completed)) {
         return -1;
@@ -748,7 +818,6 @@ hooks_init(PyObject *op, PyObject *args, PyObject *kwargs)
     Py_XSETREF(self->on_error, Py_NewRef(on_error));
     Py_XSETREF(self->kinds, Py_NewRef(kinds));
     Py_XSETREF(self->classify, Py_NewRef(classify));
-    Py_XSETREF(self->wrapped_code, Py_NewRef(wrapped_code));
     Py_XSETREF(self->machinery, Py_NewRef(machinery));
     Py_XSETREF(self->direct_codes, Py_NewRef(direct_codes));
     Py_XSETREF(self->run_context, Py_NewRef(run_context));
@@ -774,7 +843,6 @@ hooks_traverse(PyObject *op, visitproc visit, void *arg)
     Py_VISIT(self->on_error);
     Py_VISIT(self->kinds);
     Py_VISIT(self->classify);
-    Py_VISIT(self->wrapped_code);
     Py_VISIT(self->machinery);
     Py_VISIT(self->direct_codes);
     Py_VISIT(self->run_context);
@@ -807,7 +875,6 @@ hooks_clear(PyObject *op)
     Py_CLEAR(self->on_error);
     Py_CLEAR(self->kinds);
     Py_CLEAR(self->classify);
-    Py_CLEAR(self->wrapped_code);
     Py_CLEAR(self->machinery);
     Py_CLEAR(self->direct_codes);
     Py_CLEAR(self->run_context);
@@ -885,7 +952,7 @@ static PyGetSetDef hooks_getset[] = {
 static PyTypeObject HooksType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "taskscope._core._trio_speedups.Hooks",
     .tp_doc = "Hooks(*, live, clock, instruments, track, end_step, finish, on_error, "
-              "record_type, kinds, classify, wrapped_code, machinery, direct_codes, run_context, "
+              "record_type, kinds, classify, machinery, direct_codes, run_context, "
               "new_record, task_finished, value_type, completed): taskscope's trio hooks.",
     .tp_basicsize = sizeof(Hooks),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
@@ -1178,6 +1245,8 @@ intern_all(void)
         {&str_id, "id"},
         {&str_outcome_known, "outcome_known"},
         {&str_coro, "coro"},
+        {&str_coro_attr, "_coro"},
+        {&str_cr_frame, "cr_frame"},
         {&str_cr_code, "cr_code"},
         {&str_task, "task"},
         {&str_created, "task_created"},
