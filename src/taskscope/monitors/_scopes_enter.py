@@ -89,6 +89,9 @@ def make_enter(  # noqa: PLR0915  # the hot path, one closure on purpose
         if flavour == "anyio-asyncio"
         else _compat_anyio.scope_deadline_or_inf
     )
+    #: trio keeps a scope's deadline as a float in ``_deadline``: read it inline (the
+    #: common case of `scope_deadline_or_inf`, without a Python call per scope).
+    read_deadline = flavour == "trio"
     task_of = task_getter(flavour, current_task)
     live = registry.live
     getframe = sys._getframe
@@ -181,7 +184,13 @@ def make_enter(  # noqa: PLR0915  # the hot path, one closure on purpose
             else:
                 kind, stack = walk(frame)
             key = id(task_of(scope))
-            if pending or deadline_of(scope) != inf or kind_default is not None:
+            slow = pending or kind_default is not None
+            if not slow:
+                deadline = getattr(scope, "_deadline", None) if read_deadline else None
+                if deadline.__class__ is not float:
+                    deadline = deadline_of(scope)
+                slow = deadline != inf
+            if slow:
                 # Deadlines are read on the slow path, which a scope without one skips.
                 hot = (make_ref(scope), flavour, kind, key, live.get(key), stack, clock())
                 kind = scope_started(state, scope, hot)
