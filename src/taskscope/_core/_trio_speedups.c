@@ -278,6 +278,34 @@ done:
     return result;
 }
 
+/* getattr(obj, name, None) for the referent scan, as a new reference in *result (NULL
+   when absent): 1 found, 0 absent, -1 failure. PyObject_GetAttr would build (and format)
+   an AttributeError for every miss, ~3,000 instructions; PyObject_HasAttr looks up
+   without one. It also swallows other errors of a hostile __getattr__, which then read
+   as "absent" (in Python they make the whole lookup give up). Atoms are skipped. */
+static int
+lookup(PyObject *obj, PyObject *name, PyObject **result)
+{
+    *result = NULL;
+    if (obj == Py_None || PyUnicode_CheckExact(obj) || PyCode_Check(obj) ||
+        PyTuple_CheckExact(obj) || PyLong_CheckExact(obj) || PyBytes_CheckExact(obj) ||
+        PyFloat_CheckExact(obj) || PyBool_Check(obj)) {
+        return 0; /* no such attribute on these exact types */
+    }
+    if (!PyObject_HasAttr(obj, name)) {
+        return 0;
+    }
+    *result = PyObject_GetAttr(obj, name);
+    if (*result != NULL) {
+        return 1;
+    }
+    if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear();
+        return 0;
+    }
+    return -1;
+}
+
 /* gc.get_referents(obj), in order, into `found` (a list). */
 static int
 collect_referent(PyObject *referent, void *found)
@@ -313,7 +341,7 @@ wrapped_code(Hooks *self, PyObject *coro)
     PyObject *result = NULL;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(referents) && result == NULL; i++) {
         PyObject *candidates[2] = {PyList_GET_ITEM(referents, i), NULL};
-        if (get_optional(candidates[0], str_coro_attr, &candidates[1]) < 0) {
+        if (lookup(candidates[0], str_coro_attr, &candidates[1]) < 0) {
             if (!PyErr_ExceptionMatches(PyExc_Exception)) {
                 goto fail;
             }
@@ -323,7 +351,7 @@ wrapped_code(Hooks *self, PyObject *coro)
         for (int j = 0; j < 2 && result == NULL; j++) {
             PyObject *candidate = candidates[j] != NULL ? candidates[j] : Py_None;
             PyObject *code = NULL;
-            if (get_optional(candidate, str_cr_code, &code) < 0) {
+            if (lookup(candidate, str_cr_code, &code) < 0) {
                 Py_XDECREF(candidates[1]);
                 goto fail;
             }
