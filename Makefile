@@ -10,7 +10,8 @@ BIN := $(VENV)/bin
 # The stamp file is rebuilt whenever the project's own dependency list or its C
 # accelerators change (an editable install compiles them into src/).
 $(VENV)/.installed: pyproject.toml setup.py src/taskscope/_core/_speedups.c \
-		src/taskscope/_core/_lock_speedups.c
+		src/taskscope/_core/_lock_speedups.c \
+		src/taskscope/_core/_trio_speedups.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

@@ -19,5 +19,10 @@ setup(
             ["src/taskscope/_core/_lock_speedups.c"],
             optional=True,
         ),
+        Extension(
+            "taskscope._core._trio_speedups",
+            ["src/taskscope/_core/_trio_speedups.c"],
+            optional=True,
+        ),
     ]
 )

@@ -37,6 +37,8 @@ def test_built_where_a_compiler_is_expected() -> None:
         "TaskRecorder",
         "TimedStep",
     } <= set(dir(module))
+    trio_module = importlib.import_module("taskscope._core._trio_speedups")
+    assert {"Dispatch", "Hooks", "RunnerMethod"} <= set(dir(trio_module))
 
 
 def test_pure_python_switch_is_honoured() -> None:
@@ -48,6 +50,18 @@ def test_pure_python_switch_is_honoured() -> None:
         built = True
     expected = built and not os.environ.get("TASKSCOPE_PURE_PYTHON")
     assert expected == _accel.ACCELERATED
+
+
+def test_pure_python_switch_is_honoured_for_trio() -> None:
+    """The trio accelerator is chosen by the same switch, independently of asyncio's."""
+    try:
+        importlib.import_module("taskscope._core._trio_speedups")
+    except ImportError:
+        built = False
+    else:
+        built = True
+    expected = built and not os.environ.get("TASKSCOPE_PURE_PYTHON")
+    assert expected == (_accel.trio_speedups is not None)
 
 
 def test_wrapper_binds_like_a_method(session: taskscope.Session) -> None:

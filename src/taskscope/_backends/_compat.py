@@ -300,6 +300,39 @@ def trio_remove_instrument(runner: Any, instrument: Any) -> None:
             pass  # never added, or trio disabled it after it raised
 
 
+def trio_override_instruments_call(
+    runner: Any, make: Callable[[dict[str, Any], Callable[..., None]], Any]
+) -> Any:
+    """Set ``make(data, original_call)`` as the ``call`` of one run's ``Instruments``.
+
+    trio's ``Instruments`` is a ``UserDict`` (hook name -> instruments in ``data``) with
+    an instance ``__dict__``, and its call sites look ``instruments.call`` up per call,
+    so an instance attribute takes over for this run only. Returns what was set, or None
+    when the layout is not the expected one or ``call`` is already overridden.
+    """
+    instruments = getattr(runner, "instruments", None)
+    namespace = getattr(instruments, "__dict__", None)
+    data = getattr(instruments, "data", None)
+    original = getattr(instruments, "call", None)
+    if (
+        not isinstance(namespace, dict)
+        or not isinstance(data, dict)
+        or "call" in namespace
+        or original is None
+    ):
+        return None
+    override = make(data, original)
+    namespace["call"] = override
+    return override
+
+
+def trio_restore_instruments_call(runner: Any, override: Any) -> None:
+    """Undo `trio_override_instruments_call` if `override` is still the one set."""
+    namespace = getattr(getattr(runner, "instruments", None), "__dict__", None)
+    if isinstance(namespace, dict) and namespace.get("call") is override:
+        namespace.pop("call", None)
+
+
 def trio_current_runner() -> Any:
     """Return the ``Runner`` of the trio run on this thread, or None outside one."""
     return getattr(trio_run_context(), "runner", None)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Final
 import trio
 from outcome import Value
 
+from .._core._accel import trio_speedups as _trio_speedups
 from .._core._exceptions import is_cancellation
 from .._core._faults import internal_error
 from .._core._provenance import task_cancelled
@@ -207,6 +208,10 @@ class TrioBackend:
         self.locations = locations
         self._patches = Patches()
         self._runners: weakref.WeakSet[Any] = weakref.WeakSet()
+        #: The C hooks (``_trio_speedups.Hooks``), None on the pure-Python path.
+        self._hooks: Any = None
+        #: Runner -> the ``Dispatch`` set as its instruments' ``call`` (C path only).
+        self._dispatches: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         #: ``id()`` of trio's own task coroutines' code (code objects of a module that
         #: stays imported, so the ids stay theirs); ids because hashing a code object
         #: hashes its bytecode, once per task here.
@@ -237,6 +242,7 @@ class TrioBackend:
         self._frame_kinds.update(dict.fromkeys(map(id, entry_codes), _ENTRY))
         self._run_context = _compat.trio_run_context()
         runner_class = _compat.trio_runner_class(module)
+        self._hooks = self._make_hooks()
         if runner_class is None:
             internal_error(
                 "trio backend: Runner.task_exited not found",
@@ -272,10 +278,16 @@ class TrioBackend:
         seen, so their disappearance must not read as "destroyed while pending".
         """
         self._patches.undo()
+        # Dictionary operations, atomic under the GIL: safe for runs on other threads.
+        for runner, dispatch in list(self._dispatches.items()):
+            _compat.trio_restore_instruments_call(runner, dispatch)
+        self._dispatches = weakref.WeakKeyDictionary()
         current = _compat.trio_current_runner()
         if current is not None and current in self._runners:
             _compat.trio_remove_instrument(current, self.instrument)
         self.instrument.disable()
+        if self._hooks is not None:
+            self._hooks.disable()
         self._runners = weakref.WeakSet()
         for record in list(self.registry.live.values()):
             if record.backend == "trio":
@@ -287,10 +299,42 @@ class TrioBackend:
                 record.current_name()
                 self.registry.drop_ref(record)
 
+    def _make_hooks(self) -> Any:
+        """Return the C hooks, or None for the pure-Python path (not built, forced, or
+        a record type whose fields the C code cannot reach)."""
+        if _trio_speedups is None:
+            return None
+        registry = self.registry
+        try:
+            return _trio_speedups.Hooks(
+                live=registry.live,
+                clock=registry.clock,
+                instruments=self.instruments,
+                track=self.track,
+                end_step=self.end_step,
+                finish=self.finish,
+                on_error=internal_error,
+                record_type=TrioTaskRecord,
+                kinds=self._frame_kinds,
+                classify=self._classify,
+                machinery=self._machinery,
+                direct_codes=self._direct_codes,
+                run_context=self._run_context,
+                new_record=registry.new_record,
+                task_finished=registry.task_finished,
+                value_type=Value,
+                completed=COMPLETED,
+            )
+        except Exception as exc:  # noqa: BLE001  # the pure-Python path still works
+            internal_error("trio backend: C hooks", exc)
+            return None
+
     def _attach(self, runner: Any) -> None:
         try:
             if _compat.trio_add_instrument(runner, self.instrument):
                 self._runners.add(runner)
+                if self._hooks is not None:
+                    self._accelerate(runner)
             else:
                 internal_error(
                     "trio backend: runner has no instruments",
@@ -298,6 +342,25 @@ class TrioBackend:
                 )
         except Exception as exc:  # noqa: BLE001  # the run goes on unrecorded
             internal_error("trio backend: adding the instrument", exc)
+
+    def _accelerate(self, runner: Any) -> None:
+        """Let taskscope's hooks skip trio's dispatch in this run (`_trio_speedups.c`).
+
+        trio calls ``runner.instruments.call(hook, task)``; a ``Dispatch`` set as that
+        object's ``call`` runs the C hooks directly while taskscope's instrument is the
+        only one for the hook, and trio's own ``call`` otherwise.
+        """
+        hooks = self._hooks
+        instrument = self.instrument
+
+        def make(data: dict[str, Any], original: Callable[..., None]) -> Any:
+            return _trio_speedups.Dispatch(
+                hooks=hooks, data=data, instrument=instrument, original=original
+            )
+
+        dispatch = _compat.trio_override_instruments_call(runner, make)
+        if dispatch is not None:
+            self._dispatches[runner] = dispatch
 
     def _make_setup_runner(self, original: Callable[..., Any]) -> Callable[..., Any]:
         attach = self._attach
@@ -310,6 +373,12 @@ class TrioBackend:
         return setup_runner
 
     def _make_reschedule(self, original: Callable[..., None]) -> Callable[..., None]:
+        if self._hooks is not None:
+            # The same, in C (`_trio_speedups.c`: RunnerMethod, `note_scheduled`).
+            accelerated: Callable[..., None] = _trio_speedups.RunnerMethod(
+                original=original, hooks=self._hooks, exited=False
+            )
+            return accelerated
         instrument = self.instrument
 
         def reschedule(runner: Any, task: Any, *args: Any, **kwargs: Any) -> None:
@@ -319,6 +388,12 @@ class TrioBackend:
         return reschedule
 
     def _make_task_exited(self, original: Callable[..., None]) -> Callable[..., None]:
+        if self._hooks is not None:
+            # The same, in C (`_trio_speedups.c`: RunnerMethod, `note_exited`).
+            accelerated: Callable[..., None] = _trio_speedups.RunnerMethod(
+                original=original, hooks=self._hooks, exited=True
+            )
+            return accelerated
         live = self.registry.live
         finish = self.finish
 
@@ -386,6 +461,12 @@ class TrioBackend:
             frame = frame.f_back
             depth += 1
         return None
+
+    def _classify(self, code: CodeType) -> int:
+        """Return the frame kind of `code` (`user_frame`'s cache miss, for the C walk)."""
+        kind = self._frame_kinds[id(code)] = _LIBRARY if self.locations.is_library(code) else _USER
+        self._kind_codes.append(code)
+        return kind
 
     def end_step(self, record: TaskRecord, task: Any, *, final: bool = False) -> None:
         """Account the step in progress (hot path; `record.step_start` is set).

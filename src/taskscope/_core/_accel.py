@@ -1,6 +1,7 @@
-"""Which hot path runs: the C accelerator (``_speedups.c``) or its pure-Python twin.
+"""Which hot path runs: the C accelerators (``_speedups.c`` for asyncio,
+``_trio_speedups.c`` for trio) or their pure-Python twins.
 
-The C extension is built at install where a C compiler exists (setup.py, optional).
+The C extensions are built at install where a C compiler exists (setup.py, optional).
 ``TASKSCOPE_PURE_PYTHON=1`` forces the pure-Python path (the test suite runs on both;
 also the way out of a suspected accelerator bug). The decision is made once, at import,
 so that task records and the backend wrappers always come from the same side.
@@ -13,19 +14,21 @@ import os
 from typing import TYPE_CHECKING, Any, Final
 
 
-def _load() -> Any:
+def _load(name: str) -> Any:
     if os.environ.get("TASKSCOPE_PURE_PYTHON"):
         return None
     try:
-        return importlib.import_module("taskscope._core._speedups")
+        return importlib.import_module(f"taskscope._core.{name}")
     except ImportError:
         return None
 
 
 #: The compiled module, or None.
-speedups: Final[Any] = _load()
+speedups: Final[Any] = _load("_speedups")
 #: True when the C accelerator runs.
 ACCELERATED: Final = speedups is not None
+#: The trio backend's compiled hot path (hooks, dispatch, Runner wrappers), or None.
+trio_speedups: Final[Any] = _load("_trio_speedups")
 
 
 class PureRecordCore:

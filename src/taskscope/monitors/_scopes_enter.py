@@ -89,6 +89,9 @@ def make_enter(  # noqa: PLR0915  # the hot path, one closure on purpose
         if flavour == "anyio-asyncio"
         else _compat_anyio.scope_deadline_or_inf
     )
+    #: trio keeps a scope's deadline as a float in ``_deadline``: read it inline (the
+    #: common case of `scope_deadline_or_inf`, without a Python call per scope).
+    read_deadline = flavour == "trio"
     task_of = task_getter(flavour, current_task)
     live = registry.live
     getframe = sys._getframe
@@ -158,14 +161,36 @@ def make_enter(  # noqa: PLR0915  # the hot path, one closure on purpose
         result = original(scope)
         try:
             frame = getframe(caller_depth)
-            if user_only and libraries.get(id(frame.f_code)) is False:
+            code = frame.f_code
+            library = libraries.get(id(code))
+            if user_only and library is False:
                 # The common case, inlined: the user's own ``with`` entered the scope.
-                stack = [(frame.f_code, frame.f_lineno)]
+                stack = [(code, frame.f_lineno)]
+                kind = direct_kind
+            elif (
+                user_only
+                and library
+                and depth > 1
+                and id(code) in passthrough
+                and kind_codes.get(id(code)) is None
+                and (back := frame.f_back) is not None
+                and libraries.get(id(back.f_code)) is False
+                and id(back.f_code) not in stop_codes
+            ):
+                # The next most common, inlined: the user's ``with`` through a thin
+                # wrapper (AnyIO's trio CancelScope); what `walk` returns for it.
+                stack = [(code, frame.f_lineno), (back.f_code, back.f_lineno)]
                 kind = direct_kind
             else:
                 kind, stack = walk(frame)
             key = id(task_of(scope))
-            if pending or deadline_of(scope) != inf or kind_default is not None:
+            slow = pending or kind_default is not None
+            if not slow:
+                deadline = getattr(scope, "_deadline", None) if read_deadline else None
+                if deadline.__class__ is not float:
+                    deadline = deadline_of(scope)
+                slow = deadline != inf
+            if slow:
                 # Deadlines are read on the slow path, which a scope without one skips.
                 hot = (make_ref(scope), flavour, kind, key, live.get(key), stack, clock())
                 kind = scope_started(state, scope, hot)
