@@ -1,5 +1,6 @@
 """Which hot path runs: the C accelerators (``_speedups.c`` for asyncio,
-``_trio_speedups.c`` for trio) or their pure-Python twins.
+``_trio_speedups.c`` for trio, ``_lock_speedups.c`` for the lock monitor) or their
+pure-Python twins.
 
 The C extensions are built at install where a C compiler exists (setup.py, optional).
 ``TASKSCOPE_PURE_PYTHON=1`` forces the pure-Python path (the test suite runs on both;
@@ -106,18 +107,9 @@ else:
 # -- the lock monitor's accelerator ----------------------------------------------------
 
 
-def _load_locks() -> Any:
-    if os.environ.get("TASKSCOPE_PURE_PYTHON"):
-        return None
-    try:
-        return importlib.import_module("taskscope._core._lock_speedups")
-    except ImportError:
-        return None
-
-
 #: The lock monitor's compiled module (``_lock_speedups.c``), or None. Built and chosen
 #: like `speedups`, independently of it: either may be missing where the other is not.
-lock_speedups: Final[Any] = _load_locks()
+lock_speedups: Final[Any] = _load("_lock_speedups")
 #: True when the lock monitor's C hot path runs.
 LOCKS_ACCELERATED: Final = lock_speedups is not None
 

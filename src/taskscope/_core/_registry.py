@@ -14,7 +14,7 @@ import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
-from ._accel import RecordCore, SiteCore
+from ._accel import RecordCore, SiteCore, speedups
 from ._faults import internal_error
 
 if TYPE_CHECKING:
@@ -280,10 +280,31 @@ class Registry:
         #: Record ids, 1, 2, ...
         self.ids = itertools.count(1)
         self.sites_dropped = 0
+        #: Create and register the record of a new live task (hot path; `_new_record`
+        #: documents it). With the accelerator, a task at a known site is filed by C
+        #: (`_speedups.RecordMaker`), everything else by `_new_record`.
+        self.new_record: Callable[
+            [Any, type[TaskRecord], RawLocation | None, CodeType | None, int | None],
+            TaskRecord,
+        ] = self._new_record
+        if speedups is not None:
+            self.new_record = speedups.RecordMaker(
+                self._new_record,
+                self.live,
+                self.sites,
+                self.ref_keys,
+                self.ids,
+                self.gone_callback,
+                self.clock,
+            )
+        #: Takes a finished record out of the cyclic GC (C only; see `task_finished`).
+        self._untrack: Callable[[TaskRecord], None] | None = (
+            speedups.untrack if speedups is not None else None
+        )
 
     # -- creation -------------------------------------------------------------------
 
-    def new_record(
+    def _new_record(
         self,
         task: Any,
         record_class: type[TaskRecord],
@@ -410,6 +431,10 @@ class Registry:
             site.wall += record.ended - record.created
             site.longest_step = max(site.longest_step, record.longest_step)
         self.history.append(record)
+        if state == COMPLETED and self._untrack is not None:
+            # Nothing in a completed record leads back to it (no task, no weakref, no
+            # exception): the collector need not scan the history (as the C finisher).
+            self._untrack(record)
 
     def task_gone(self, key: int) -> None:
         """A task object was garbage-collected (weakref callback)."""

@@ -1215,9 +1215,20 @@ parent_id_of(TaskRecorder *self, PyObject *loop)
 
 /* Registry.new_record for a task created at a known site (`site`, whose `raw` is the
    location tuple every task of the site shares). New reference, NULL on error. */
+/* The registry's containers a record is filed in (Registry: live, ref_keys, ids,
+   gone_callback, clock). */
+typedef struct {
+    PyObject *record_class;
+    PyObject *live;
+    PyObject *ref_keys;
+    PyObject *ids;
+    PyObject *gone;
+    PyObject *clock;
+} RegistryParts;
+
 static PyObject *
-new_record(TaskRecorder *self, PyObject *task, PyObject *code, SiteCore *site,
-           PyObject *parent_id)
+new_record_in(RegistryParts *self, PyObject *task, PyObject *code, SiteCore *site,
+              PyObject *parent_id)
 {
     site->created += 1;
     site->alive += 1;
@@ -1267,6 +1278,15 @@ error:
     Py_XDECREF(next_id);
     Py_XDECREF(record);
     return NULL;
+}
+
+static PyObject *
+new_record(TaskRecorder *self, PyObject *task, PyObject *code, SiteCore *site,
+           PyObject *parent_id)
+{
+    RegistryParts parts = {self->record_class, self->live,  self->ref_keys,
+                           self->ids,          self->gone,  self->clock};
+    return new_record_in(&parts, task, code, site, parent_id);
 }
 
 /* The loop is the one the slow path saw last (so the loop monitor knows it). */
@@ -1562,6 +1582,166 @@ static PyTypeObject TaskRecorderType = {
     .tp_traverse = task_recorder_traverse,
     .tp_clear = task_recorder_clear,
     .tp_dealloc = task_recorder_dealloc,
+};
+
+/* ---------------------------------------------------------------- RecordMaker */
+
+/* Registry.new_record(task, record_class, created_at, code, parent_id) for a task
+   created at a known site: what the trio backend and the asyncio backend's slow path
+   call. Anything else (a new site, no creation site, a record class not built on
+   RecordCore) goes to `slow`, the Python method. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *slow;
+    PyObject *live;
+    PyObject *sites;
+    PyObject *ref_keys;
+    PyObject *ids;
+    PyObject *gone;
+    PyObject *clock;
+    vectorcallfunc vectorcall;
+} RecordMaker;
+
+/* The known site of a (code, line) creation site (borrowed), or NULL (none; error set
+   if any). */
+static SiteCore *
+known_site(PyObject *sites, PyObject *created_at)
+{
+    if (!PyTuple_CheckExact(created_at) || PyTuple_GET_SIZE(created_at) != 2 ||
+        !PyCode_Check(PyTuple_GET_ITEM(created_at, 0)) ||
+        !PyLong_CheckExact(PyTuple_GET_ITEM(created_at, 1))) {
+        return NULL;
+    }
+    long line = PyLong_AsLong(PyTuple_GET_ITEM(created_at, 1));
+    unsigned long long address = (unsigned long long)(uintptr_t)PyTuple_GET_ITEM(created_at, 0);
+    if (line <= 0 || line >= LINE_SPAN || address >= ADDRESS_SPAN) {
+        PyErr_Clear();
+        return NULL;
+    }
+    PyObject *key = PyLong_FromUnsignedLongLong(address | ((unsigned long long)line << LINE_SHIFT));
+    if (key == NULL) {
+        return NULL;
+    }
+    PyObject *site = PyDict_GetItemWithError(sites, key); /* borrowed */
+    Py_DECREF(key);
+    if (site == NULL || !PyObject_TypeCheck(site, &SiteCoreType) ||
+        ((SiteCore *)site)->raw == Py_None) {
+        return NULL;
+    }
+    return (SiteCore *)site;
+}
+
+static PyObject *
+record_maker_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    RecordMaker *self = (RecordMaker *)op;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs == 5 && (kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0) &&
+        PyType_Check(args[1]) && PyType_IsSubtype((PyTypeObject *)args[1], &RecordCoreType)) {
+        SiteCore *site = known_site(self->sites, args[2]);
+        if (site != NULL) {
+            Py_INCREF(site);
+            RegistryParts parts = {args[1],   self->live, self->ref_keys,
+                                   self->ids, self->gone, self->clock};
+            PyObject *record = new_record_in(&parts, args[0], args[3], site, args[4]);
+            Py_DECREF(site);
+            return record;
+        }
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
+}
+
+static int
+record_maker_init(PyObject *op, PyObject *args, PyObject *kwargs)
+{
+    RecordMaker *self = (RecordMaker *)op;
+    static char *keywords[] = {"slow", "live", "sites", "ref_keys", "ids", "gone", "clock",
+                               NULL};
+    PyObject *slow, *live, *sites, *ref_keys, *ids, *gone, *clock;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO!O!O!OOO:RecordMaker", keywords, &slow,
+                                     &PyDict_Type, &live, &PyDict_Type, &sites, &PyDict_Type,
+                                     &ref_keys, &ids, &gone, &clock)) {
+        return -1;
+    }
+    Py_XSETREF(self->slow, Py_NewRef(slow));
+    Py_XSETREF(self->live, Py_NewRef(live));
+    Py_XSETREF(self->sites, Py_NewRef(sites));
+    Py_XSETREF(self->ref_keys, Py_NewRef(ref_keys));
+    Py_XSETREF(self->ids, Py_NewRef(ids));
+    Py_XSETREF(self->gone, Py_NewRef(gone));
+    Py_XSETREF(self->clock, Py_NewRef(clock));
+    self->vectorcall = record_maker_vectorcall;
+    return 0;
+}
+
+static int
+record_maker_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    RecordMaker *self = (RecordMaker *)op;
+    Py_VISIT(self->slow);
+    Py_VISIT(self->live);
+    Py_VISIT(self->sites);
+    Py_VISIT(self->ref_keys);
+    Py_VISIT(self->ids);
+    Py_VISIT(self->gone);
+    Py_VISIT(self->clock);
+    return 0;
+}
+
+static int
+record_maker_clear(PyObject *op)
+{
+    RecordMaker *self = (RecordMaker *)op;
+    Py_CLEAR(self->slow);
+    Py_CLEAR(self->live);
+    Py_CLEAR(self->sites);
+    Py_CLEAR(self->ref_keys);
+    Py_CLEAR(self->ids);
+    Py_CLEAR(self->gone);
+    Py_CLEAR(self->clock);
+    return 0;
+}
+
+static void
+record_maker_dealloc(PyObject *op)
+{
+    PyObject_GC_UnTrack(op);
+    record_maker_clear(op);
+    Py_TYPE(op)->tp_free(op);
+}
+
+static PyTypeObject RecordMakerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "taskscope._core._speedups.RecordMaker",
+    .tp_doc = "new_record(task, record_class, created_at, code, parent_id): "
+              "Registry.new_record's fast path for known sites.",
+    .tp_basicsize = sizeof(RecordMaker),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(RecordMaker, vectorcall),
+    .tp_call = generic_vectorcall_call,
+    .tp_new = PyType_GenericNew,
+    .tp_init = record_maker_init,
+    .tp_traverse = record_maker_traverse,
+    .tp_clear = record_maker_clear,
+    .tp_dealloc = record_maker_dealloc,
+};
+
+/* untrack(record): a finished record leaves the cyclic collector (see finish_completed);
+   for the Python Registry.task_finished. */
+static PyObject *
+untrack(PyObject *module, PyObject *record)
+{
+    if (PyObject_TypeCheck(record, &RecordCoreType)) {
+        PyObject_GC_UnTrack(record);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef speedups_functions[] = {
+    {"untrack", untrack, METH_O, "Untrack a finished task record from the cyclic GC."},
+    {NULL},
 };
 
 /* ---------------------------------------------------------------- TaskFinisher */
@@ -1969,6 +2149,7 @@ static struct PyModuleDef speedups_module = {
     .m_name = "taskscope._core._speedups",
     .m_doc = "The asyncio backend's per-step hot path in C (see _asyncio.py).",
     .m_size = -1,
+    .m_methods = speedups_functions,
 };
 
 PyMODINIT_FUNC
@@ -1979,7 +2160,7 @@ PyInit__speedups(void)
         PyType_Ready(&SiteCoreType) < 0 ||
         PyType_Ready(&TimedStepType) < 0 || PyType_Ready(&CallSoonType) < 0 ||
         PyType_Ready(&TaskRecorderType) < 0 || PyType_Ready(&TaskFinisherType) < 0 ||
-        PyType_Ready(&CreateTaskType) < 0) {
+        PyType_Ready(&CreateTaskType) < 0 || PyType_Ready(&RecordMakerType) < 0) {
         return NULL;
     }
     if (find_perf_counter() < 0) {
@@ -1995,7 +2176,8 @@ PyInit__speedups(void)
         PyModule_AddObjectRef(module, "CallSoon", (PyObject *)&CallSoonType) < 0 ||
         PyModule_AddObjectRef(module, "TaskRecorder", (PyObject *)&TaskRecorderType) < 0 ||
         PyModule_AddObjectRef(module, "TaskFinisher", (PyObject *)&TaskFinisherType) < 0 ||
-        PyModule_AddObjectRef(module, "CreateTask", (PyObject *)&CreateTaskType) < 0) {
+        PyModule_AddObjectRef(module, "CreateTask", (PyObject *)&CreateTaskType) < 0 ||
+        PyModule_AddObjectRef(module, "RecordMaker", (PyObject *)&RecordMakerType) < 0) {
         Py_DECREF(module);
         return NULL;
     }
