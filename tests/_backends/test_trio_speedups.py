@@ -7,6 +7,7 @@ still serves every other instrument, and that uninstall leaves trio as it was.
 
 from __future__ import annotations
 
+import collections
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ import trio.lowlevel
 
 import taskscope
 from taskscope._backends import _compat
-from taskscope._core import _accel
+from taskscope._core import _accel, _registry
 from taskscope._core._faults import internal_error_counts, reset_internal_errors
 from taskscope._core._registry import Registry
 
@@ -155,7 +156,13 @@ class TestFaults:
         def broken(*_args: Any) -> None:
             raise RuntimeError("registry bug")
 
-        monkeypatch.setattr(Registry, "task_finished", broken)
+        class BrokenHistory(collections.deque[Any]):
+            def append(self, item: Any) -> None:
+                raise RuntimeError("registry bug")
+
+        # The Python method, and the history the C path files completed tasks in.
+        monkeypatch.setattr(Registry, "_task_finished", broken)
+        monkeypatch.setattr(_registry, "deque", BrokenHistory)
         reset_internal_errors()
         with taskscope.monitor():
             assert trio.run(checkpoints, 3) == 3

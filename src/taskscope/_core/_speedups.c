@@ -1775,17 +1775,19 @@ fold_into_site(SiteCore *site, RecordCore *core, double ended)
     }
 }
 
-/* Registry.task_finished(record, COMPLETED, task, ended). */
+/* Registry.task_finished(record, COMPLETED, task, ended): `name` is the task's name
+   just read (a new reference; NULL with an exception set when reading it failed). */
 static int
-finish_completed(TaskFinisher *self, RecordCore *core, PyObject *task, PyObject *ended)
+file_completed(PyObject *live, PyObject *ref_keys, PyObject *history, RecordCore *core,
+               PyObject *name, PyObject *ended)
 {
     double end = PyFloat_AsDouble(ended);
     if (end == -1.0 && PyErr_Occurred()) {
+        Py_XDECREF(name);
         return -1;
     }
     core->state = COMPLETED;
     Py_SETREF(core->ended, Py_NewRef(ended));
-    PyObject *name = PyObject_CallMethodNoArgs(task, str_get_name);
     if (name != NULL && PyUnicode_Check(name)) {
         Py_SETREF(core->name, name);
     }
@@ -1793,7 +1795,7 @@ finish_completed(TaskFinisher *self, RecordCore *core, PyObject *task, PyObject 
         Py_XDECREF(name);
         PyErr_Clear(); /* keep the last known name */
     }
-    if (PyDict_DelItem(self->live, core->owner_key) < 0) {
+    if (PyDict_DelItem(live, core->owner_key) < 0) {
         if (!PyErr_ExceptionMatches(PyExc_KeyError)) {
             return -1;
         }
@@ -1805,7 +1807,7 @@ finish_completed(TaskFinisher *self, RecordCore *core, PyObject *task, PyObject 
         if (ref_key == NULL) {
             return -1;
         }
-        int deleted = PyDict_DelItem(self->ref_keys, ref_key);
+        int deleted = PyDict_DelItem(ref_keys, ref_key);
         Py_DECREF(ref_key);
         if (deleted < 0) {
             if (!PyErr_ExceptionMatches(PyExc_KeyError)) {
@@ -1818,7 +1820,7 @@ finish_completed(TaskFinisher *self, RecordCore *core, PyObject *task, PyObject 
     if (PyObject_TypeCheck(core->site, &SiteCoreType)) {
         fold_into_site((SiteCore *)core->site, core, end);
     }
-    PyObject *r = PyObject_CallMethodOneArg(self->history, str_append, (PyObject *)core);
+    PyObject *r = PyObject_CallMethodOneArg(history, str_append, (PyObject *)core);
     if (r == NULL) {
         return -1;
     }
@@ -1828,6 +1830,13 @@ finish_completed(TaskFinisher *self, RecordCore *core, PyObject *task, PyObject 
        (plain Python cannot untrack; this cut the GC's cost per task by about half). */
     PyObject_GC_UnTrack((PyObject *)core);
     return 0;
+}
+
+static int
+finish_completed(TaskFinisher *self, RecordCore *core, PyObject *task, PyObject *ended)
+{
+    PyObject *name = PyObject_CallMethodNoArgs(task, str_get_name);
+    return file_completed(self->live, self->ref_keys, self->history, core, name, ended);
 }
 
 /* 1 when the task completed (not cancelled, no exception), 0 if not, -1 on error. */
@@ -1948,6 +1957,125 @@ static PyTypeObject TaskFinisherType = {
     .tp_traverse = task_finisher_traverse,
     .tp_clear = task_finisher_clear,
     .tp_dealloc = task_finisher_dealloc,
+};
+
+/* ---------------------------------------------------------------- RecordFiler */
+
+/* Registry.task_finished(record, state, task, ended=None) for a record that completed:
+   what the trio backend calls. The name is read with the record class's `name_of`.
+   Any other ending goes to `slow`, the Python method. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *slow;
+    PyObject *live;
+    PyObject *ref_keys;
+    PyObject *history;
+    PyObject *clock;
+    vectorcallfunc vectorcall;
+} RecordFiler;
+
+static PyObject *str_name_of;
+
+static PyObject *
+record_filer_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    RecordFiler *self = (RecordFiler *)op;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if ((nargs == 3 || nargs == 4) && (kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0) &&
+        PyLong_CheckExact(args[1]) && PyLong_AsLong(args[1]) == COMPLETED &&
+        PyObject_TypeCheck(args[0], &RecordCoreType) && ((RecordCore *)args[0])->state == 0) {
+        PyObject *ended;
+        if (nargs == 4 && PyFloat_CheckExact(args[3])) {
+            ended = Py_NewRef(args[3]);
+        }
+        else if (nargs == 3 || args[3] == Py_None) {
+            double now = read_clock(self->clock);
+            ended = now == -1.0 && PyErr_Occurred() ? NULL : PyFloat_FromDouble(now);
+        }
+        else {
+            return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
+        }
+        if (ended == NULL) {
+            return NULL;
+        }
+        PyObject *name =
+            PyObject_CallMethodOneArg((PyObject *)Py_TYPE(args[0]), str_name_of, args[2]);
+        int status = file_completed(self->live, self->ref_keys, self->history,
+                                    (RecordCore *)args[0], name, ended);
+        Py_DECREF(ended);
+        if (status < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
+}
+
+static int
+record_filer_init(PyObject *op, PyObject *args, PyObject *kwargs)
+{
+    RecordFiler *self = (RecordFiler *)op;
+    static char *keywords[] = {"slow", "live", "ref_keys", "history", "clock", NULL};
+    PyObject *slow, *live, *ref_keys, *history, *clock;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO!O!OO:RecordFiler", keywords, &slow,
+                                     &PyDict_Type, &live, &PyDict_Type, &ref_keys, &history,
+                                     &clock)) {
+        return -1;
+    }
+    Py_XSETREF(self->slow, Py_NewRef(slow));
+    Py_XSETREF(self->live, Py_NewRef(live));
+    Py_XSETREF(self->ref_keys, Py_NewRef(ref_keys));
+    Py_XSETREF(self->history, Py_NewRef(history));
+    Py_XSETREF(self->clock, Py_NewRef(clock));
+    self->vectorcall = record_filer_vectorcall;
+    return 0;
+}
+
+static int
+record_filer_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    RecordFiler *self = (RecordFiler *)op;
+    Py_VISIT(self->slow);
+    Py_VISIT(self->live);
+    Py_VISIT(self->ref_keys);
+    Py_VISIT(self->history);
+    Py_VISIT(self->clock);
+    return 0;
+}
+
+static int
+record_filer_clear(PyObject *op)
+{
+    RecordFiler *self = (RecordFiler *)op;
+    Py_CLEAR(self->slow);
+    Py_CLEAR(self->live);
+    Py_CLEAR(self->ref_keys);
+    Py_CLEAR(self->history);
+    Py_CLEAR(self->clock);
+    return 0;
+}
+
+static void
+record_filer_dealloc(PyObject *op)
+{
+    PyObject_GC_UnTrack(op);
+    record_filer_clear(op);
+    Py_TYPE(op)->tp_free(op);
+}
+
+static PyTypeObject RecordFilerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "taskscope._core._speedups.RecordFiler",
+    .tp_doc = "task_finished(record, state, task, ended=None): Registry.task_finished's "
+              "fast path for completed tasks.",
+    .tp_basicsize = sizeof(RecordFiler),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(RecordFiler, vectorcall),
+    .tp_call = generic_vectorcall_call,
+    .tp_new = PyType_GenericNew,
+    .tp_init = record_filer_init,
+    .tp_traverse = record_filer_traverse,
+    .tp_clear = record_filer_clear,
+    .tp_dealloc = record_filer_dealloc,
 };
 
 /* ---------------------------------------------------------------- CreateTask */
@@ -2104,6 +2232,7 @@ intern_all(void)
         {&str_append, "append"},
         {&str_exception, "_exception"},
         {&str_finished_hook, "task_finished"},
+        {&str_name_of, "name_of"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         *names[i].target = PyUnicode_InternFromString(names[i].text);
@@ -2160,7 +2289,8 @@ PyInit__speedups(void)
         PyType_Ready(&SiteCoreType) < 0 ||
         PyType_Ready(&TimedStepType) < 0 || PyType_Ready(&CallSoonType) < 0 ||
         PyType_Ready(&TaskRecorderType) < 0 || PyType_Ready(&TaskFinisherType) < 0 ||
-        PyType_Ready(&CreateTaskType) < 0 || PyType_Ready(&RecordMakerType) < 0) {
+        PyType_Ready(&CreateTaskType) < 0 || PyType_Ready(&RecordMakerType) < 0 ||
+        PyType_Ready(&RecordFilerType) < 0) {
         return NULL;
     }
     if (find_perf_counter() < 0) {
@@ -2177,7 +2307,8 @@ PyInit__speedups(void)
         PyModule_AddObjectRef(module, "TaskRecorder", (PyObject *)&TaskRecorderType) < 0 ||
         PyModule_AddObjectRef(module, "TaskFinisher", (PyObject *)&TaskFinisherType) < 0 ||
         PyModule_AddObjectRef(module, "CreateTask", (PyObject *)&CreateTaskType) < 0 ||
-        PyModule_AddObjectRef(module, "RecordMaker", (PyObject *)&RecordMakerType) < 0) {
+        PyModule_AddObjectRef(module, "RecordMaker", (PyObject *)&RecordMakerType) < 0 ||
+        PyModule_AddObjectRef(module, "RecordFiler", (PyObject *)&RecordFilerType) < 0) {
         Py_DECREF(module);
         return NULL;
     }
