@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import gc
 import os
+import sys
 import threading
 import time
+from functools import partial
+from typing import TYPE_CHECKING
 
 import anyio
+import psutil
 import pytest
 
-from taskscope.taskmanager import ManagerStateError, TaskManager
+from taskscope.taskmanager import ManagerStateError, TaskManager, _workers
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 pytestmark = pytest.mark.anyio
 
@@ -28,6 +36,56 @@ def nap(seconds: float) -> str:
     """Block the worker for a while."""
     time.sleep(seconds)
     return "rested"
+
+
+def fail_in_process() -> None:
+    """Raise in the worker."""
+    raise LookupError("in process")
+
+
+def report_then_nap(fifo: str) -> None:
+    """Tell the test this worker is running the call (its pid), then block."""
+    with open(fifo, "w", encoding="ascii") as channel:
+        channel.write(str(os.getpid()))
+    time.sleep(60)
+
+
+#: A worker command that starts, reports its pid to the path in its last argument, and
+#: never answers: it is still starting when the call is cancelled or times out.
+NEVER_READY = [
+    sys.executable,
+    "-c",
+    (
+        "import os, sys, time\n"
+        "with open(sys.argv[1], 'w', encoding='ascii') as channel:\n"
+        "    channel.write(str(os.getpid()))\n"
+        "time.sleep(60)"
+    ),
+]
+
+
+def make_fifo(tmp_path: Path) -> str:
+    """A named pipe: reading it waits until a worker has written to it and closed it."""
+    path = str(tmp_path / "started")
+    os.mkfifo(path)
+    return path
+
+
+def read_fifo(path: str) -> str:
+    """Block until the worker reports (run in a thread)."""
+    with open(path, encoding="ascii") as channel:
+        return channel.read()
+
+
+def children() -> set[int]:
+    """PIDs of this process's children, running or exited but not yet reaped."""
+    return {child.pid for child in psutil.Process().children()}
+
+
+def assert_gone(worker: int) -> None:
+    """The worker was killed and reaped, and nothing of it is left to garbage-collect."""
+    gc.collect()  # an unclosed pipe or pidfd would warn now, failing the test
+    assert worker not in children()
 
 
 class TestRunInThread:
@@ -123,8 +181,78 @@ class TestRunInProcess:
             assert await manager.run_in_process(pid) != os.getpid()
 
     async def test_cancellable_timeout_kills_the_worker(self) -> None:
-        """With cancellable=True a timeout raises TimeoutError without waiting."""
+        """A timeout that lands after start-up kills and reaps the worker at once."""
+        async with TaskManager(max_processes=1) as manager:
+            # The one worker is started and idle: the next call reuses it, so the
+            # timeout cannot land during start-up, however slow the machine is.
+            worker = await manager.run_in_process(pid)
+            assert worker in children()
+            with pytest.raises(TimeoutError, match="process"):
+                await manager.run_in_process(nap, 60, timeout=0.2, cancellable=True)
+            assert_gone(worker)
+            assert manager.snapshot().process_limiter.borrowed == 0
+            assert await manager.run_in_process(pid) not in (worker, os.getpid())
+
+    async def test_cancel_kills_the_running_worker(self, tmp_path: Path) -> None:
+        """Cancelling the caller while the function runs kills and reaps its worker."""
+        fifo = make_fifo(tmp_path)
+        async with TaskManager(max_processes=1) as manager:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(
+                    partial(manager.run_in_process, report_then_nap, fifo, cancellable=True)
+                )
+                worker = int(await anyio.to_thread.run_sync(read_fifo, fifo))
+                tg.cancel_scope.cancel()
+            assert_gone(worker)
+            assert manager.snapshot().process_limiter.borrowed == 0
+            assert await manager.run_in_process(add, 1, 2) == 3
+
+    async def test_cancel_kills_a_starting_worker(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A worker that never gets ready is killed and reaped when the caller cancels."""
+        fifo = make_fifo(tmp_path)
+        monkeypatch.setattr(_workers, "worker_command", lambda: [*NEVER_READY, fifo])
+        async with TaskManager(max_processes=1) as manager:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(partial(manager.run_in_process, add, 1, 2, cancellable=True))
+                worker = int(await anyio.to_thread.run_sync(read_fifo, fifo))
+                tg.cancel_scope.cancel()
+            assert_gone(worker)
+            assert manager.snapshot().process_limiter.borrowed == 0
+
+    async def test_cancellable_timeout_kills_a_starting_worker(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A timeout during start-up (here it never ends) kills and reaps the worker."""
+        monkeypatch.setattr(_workers, "worker_command", lambda: [*NEVER_READY, os.devnull])
+        before = children()
         async with TaskManager(max_processes=1) as manager:
             with pytest.raises(TimeoutError, match="process"):
-                await manager.run_in_process(nap, 30, timeout=0.2, cancellable=True)
+                await manager.run_in_process(add, 1, 2, timeout=0.05, cancellable=True)
+            gc.collect()  # an unclosed pipe or pidfd would warn now, failing the test
+            assert children() <= before
             assert manager.snapshot().process_limiter.borrowed == 0
+
+    async def test_uncancellable_timeout_waits_for_the_worker(self) -> None:
+        """With cancellable=False the call completes and its worker is kept for reuse."""
+        async with TaskManager(max_processes=1) as manager:
+            with pytest.raises(TimeoutError, match="late result was dropped"):
+                await manager.run_in_process(pid, timeout=1e-9)
+            worker = await manager.run_in_process(pid)
+            assert await manager.run_in_process(pid) == worker
+
+    async def test_exception_propagates_and_the_worker_is_reused(self) -> None:
+        """An exception raised in the worker is raised to the caller; the worker lives on."""
+        async with TaskManager(max_processes=1) as manager:
+            worker = await manager.run_in_process(pid)
+            with pytest.raises(LookupError, match="in process"):
+                await manager.run_in_process(fail_in_process)
+            assert await manager.run_in_process(pid) == worker
+
+    async def test_closing_the_manager_stops_idle_workers(self) -> None:
+        """Idle workers never outlive their manager."""
+        async with TaskManager(max_processes=1) as manager:
+            worker = await manager.run_in_process(pid)
+            assert worker in children()
+        assert_gone(worker)

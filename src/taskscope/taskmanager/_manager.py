@@ -31,6 +31,7 @@ from ._offload import run_offloaded
 from ._records import TaskStatus
 from ._shutdown import check_grace, check_owner, close_group
 from ._table import TaskTable
+from ._workers import ProcessPool
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
@@ -145,6 +146,7 @@ class TaskManager(TaskTable):
         self._global = anyio.CapacityLimiter(limits.max_concurrency)
         self._threads = anyio.CapacityLimiter(limits.max_threads)
         self._processes = anyio.CapacityLimiter(limits.max_processes)
+        self._pool = ProcessPool()
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
@@ -189,6 +191,7 @@ class TaskManager(TaskTable):
         finally:
             self._state = _CLOSED
             self._reconcile()
+            await self._pool.aclose()  # shielded: idle workers never outlive the manager
         return None  # the body's exception, if any, propagates unchanged
 
     # -------------------------------------------------------------- adding work
@@ -349,10 +352,15 @@ class TaskManager(TaskTable):
         """Run ``func(*args)`` in a worker process under the process limiter.
 
         ``func`` and its arguments must be picklable (a module-level function). With
-        ``cancellable=True`` a timeout or cancellation kills the worker process.
+        ``cancellable=True`` a timeout or cancellation kills the worker process, also one
+        that is still starting, and reaps it before the call returns. With
+        ``cancellable=False`` the call (worker start-up included) always completes, and
+        raises :class:`TimeoutError` afterwards if it overran. Workers belong to the
+        manager: idle ones are reused, and stopped when the manager closes.
 
         Raises:
             TimeoutError: ``func`` did not finish within ``timeout``.
+            BrokenWorkerProcess: The worker process could not start or died mid-call.
             ManagerStateError: The manager is not started.
         """
         if self._state == _NEW:
@@ -364,6 +372,7 @@ class TaskManager(TaskTable):
             limiter=self._processes,
             timeout=timeout,
             cancellable=cancellable,
+            pool=self._pool,
         )
 
     async def gather_with_concurrency(

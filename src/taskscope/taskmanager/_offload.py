@@ -4,10 +4,14 @@ Threads cannot be interrupted, and a worker process can only be killed. So a tim
 means two different things, depending on ``cancellable``:
 
 * ``cancellable=True``: at the deadline the caller gets :class:`TimeoutError` at once; a
-  thread is abandoned (it runs on, its result is dropped), a worker process is killed.
+  thread is abandoned (it runs on, its result is dropped), a worker process is killed
+  and reaped, whether it was still starting or already running the call.
 * ``cancellable=False``: the call always runs to completion and the caller waits for it;
   if it overran the deadline, :class:`TimeoutError` is raised when it returns, so a late
   result is never mistaken for a timely one.
+
+Threads come from ``anyio.to_thread``; processes from the manager's own
+:class:`~._workers.ProcessPool` (see there why not ``anyio.to_process``).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 import anyio
-from anyio import to_process, to_thread
+from anyio import to_thread
 
 from ._limits import check_callable, check_timeout
 
@@ -23,6 +27,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from anyio import CapacityLimiter
+
+    from ._workers import ProcessPool
 
 __all__ = ["run_offloaded"]
 
@@ -41,6 +47,7 @@ async def run_offloaded(
     limiter: CapacityLimiter,
     timeout: float | None,
     cancellable: bool,
+    pool: ProcessPool | None = None,
 ) -> T:
     """Run ``func(*args)`` in a worker thread or process under ``limiter``.
 
@@ -53,6 +60,7 @@ async def run_offloaded(
         timeout: Seconds before :class:`TimeoutError`, or ``None``.
         cancellable: Whether cancellation and timeouts may abandon a thread or kill a
             process instead of waiting for it.
+        pool: The worker processes (required for ``"process"``).
 
     Returns:
         What ``func`` returned.
@@ -67,10 +75,10 @@ async def run_offloaded(
     if not isinstance(cancellable, bool):
         raise TypeError(f"cancellable must be True or False, got {cancellable!r}")
     if timeout is None:
-        return await _call(kind, func, args, limiter, cancellable)
+        return await _call(kind, func, args, limiter=limiter, cancellable=cancellable, pool=pool)
     deadline = anyio.current_time() + timeout
     with anyio.CancelScope(deadline=deadline):
-        result = await _call(kind, func, args, limiter, cancellable)
+        result = await _call(kind, func, args, limiter=limiter, cancellable=cancellable, pool=pool)
         if anyio.current_time() <= deadline:
             return result
     # Either the scope cut the call short, or an uninterruptible call overran.
@@ -84,9 +92,13 @@ async def _call(
     kind: Literal["thread", "process"],
     func: Callable[..., T],
     args: tuple[object, ...],
+    *,
     limiter: CapacityLimiter,
     cancellable: bool,
+    pool: ProcessPool | None,
 ) -> T:
     if kind == "thread":
         return await to_thread.run_sync(func, *args, abandon_on_cancel=cancellable, limiter=limiter)
-    return await to_process.run_sync(func, *args, cancellable=cancellable, limiter=limiter)
+    if pool is None:
+        raise TypeError("run_offloaded() needs the manager's pool for processes")
+    return await pool.run(func, args, limiter=limiter, cancellable=cancellable)
