@@ -12,6 +12,7 @@ setup(
         Extension(
             "taskscope._core._speedups",
             ["src/taskscope/_core/_speedups.c"],
+            depends=["src/taskscope/_core/_cshared.h"],
             optional=True,
         ),
         Extension(
@@ -22,6 +23,7 @@ setup(
         Extension(
             "taskscope._core._trio_speedups",
             ["src/taskscope/_core/_trio_speedups.c"],
+            depends=["src/taskscope/_core/_cshared.h"],
             optional=True,
         ),
     ]

@@ -17,9 +17,7 @@
  * handed to `on_error` (taskscope._core._faults.internal_error) and the step or the
  * call_soon goes on exactly as without taskscope.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <stddef.h>
+#include "_cshared.h"
 #include <structmember.h>
 #include <string.h>
 #include <time.h>
@@ -265,26 +263,6 @@ static PyObject *str_cr_frame, *str_gi_frame, *str_cr_await, *str_gi_yieldfrom;
 static PyObject *str_name, *str_self, *str_cancelled, *str_done,
     *str_get_coro, *str_id, *str_call, *str_before, *str_after, *str_created, *msg_call_soon,
     *msg_step;
-
-/* Hand the current exception to on_error(where, exc) and clear it. */
-static void
-report_internal_error(PyObject *on_error, PyObject *where)
-{
-    PyObject *type, *value, *traceback;
-    PyErr_Fetch(&type, &value, &traceback);
-    PyErr_NormalizeException(&type, &value, &traceback);
-    if (value != NULL && traceback != NULL) {
-        PyException_SetTraceback(value, traceback);
-    }
-    if (value != NULL) {
-        PyObject *result = PyObject_CallFunctionObjArgs(on_error, where, value, NULL);
-        Py_XDECREF(result);
-        PyErr_Clear(); /* a failing logger must not reach the loop either */
-    }
-    Py_XDECREF(type);
-    Py_XDECREF(value);
-    Py_XDECREF(traceback);
-}
 
 /* time.perf_counter, when it reads CLOCK_MONOTONIC (checked at import): read_clock then
    reads that clock itself, the same value without a call into Python (~150
@@ -730,31 +708,14 @@ static int
 timed_step_traverse(PyObject *op, visitproc visit, void *arg)
 {
     TimedStep *self = (TimedStep *)op;
-    Py_VISIT(self->clock);
-    Py_VISIT(self->instruments);
-    Py_VISIT(self->finish);
-    Py_VISIT(self->first_step);
-    Py_VISIT(self->note_suspension);
-    Py_VISIT(self->on_error);
-    Py_VISIT(self->frame_kinds);
-    Py_VISIT(self->code_kind);
-    Py_VISIT(self->leaf_types);
-    return 0;
+    return visit_fields(OBJECT_FIELDS(TimedStep, self, clock, leaf_types), visit, arg);
 }
 
 static int
 timed_step_clear(PyObject *op)
 {
     TimedStep *self = (TimedStep *)op;
-    Py_CLEAR(self->clock);
-    Py_CLEAR(self->instruments);
-    Py_CLEAR(self->finish);
-    Py_CLEAR(self->first_step);
-    Py_CLEAR(self->note_suspension);
-    Py_CLEAR(self->on_error);
-    Py_CLEAR(self->frame_kinds);
-    Py_CLEAR(self->code_kind);
-    Py_CLEAR(self->leaf_types);
+    clear_fields(OBJECT_FIELDS(TimedStep, self, clock, leaf_types));
     return 0;
 }
 
@@ -766,19 +727,13 @@ timed_step_dealloc(PyObject *op)
     Py_TYPE(op)->tp_free(op);
 }
 
-static PyObject *
-timed_step_call(PyObject *op, PyObject *args, PyObject *kwargs)
-{
-    return PyVectorcall_Call(op, args, kwargs);
-}
-
 static PyTypeObject TimedStepType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "taskscope._core._speedups.TimedStep",
     .tp_doc = "timed_step(record, task, callback, *args): run and time one task step.",
     .tp_basicsize = sizeof(TimedStep),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_vectorcall_offset = offsetof(TimedStep, vectorcall),
-    .tp_call = timed_step_call,
+    .tp_call = call_via_vectorcall,
     .tp_new = PyType_GenericNew,
     .tp_init = timed_step_init,
     .tp_traverse = timed_step_traverse,
@@ -1024,33 +979,14 @@ static int
 call_soon_traverse(PyObject *op, visitproc visit, void *arg)
 {
     CallSoon *self = (CallSoon *)op;
-    Py_VISIT(self->original);
-    Py_VISIT(self->live);
-    Py_VISIT(self->kinds);
-    Py_VISIT(self->classify);
-    Py_VISIT(self->step_names);
-    Py_VISIT(self->timed_step);
-    Py_VISIT(self->discover);
-    Py_VISIT(self->note_cancel);
-    Py_VISIT(self->clock);
-    Py_VISIT(self->on_error);
-    return 0;
+    return visit_fields(OBJECT_FIELDS(CallSoon, self, original, on_error), visit, arg);
 }
 
 static int
 call_soon_clear(PyObject *op)
 {
     CallSoon *self = (CallSoon *)op;
-    Py_CLEAR(self->original);
-    Py_CLEAR(self->live);
-    Py_CLEAR(self->kinds);
-    Py_CLEAR(self->classify);
-    Py_CLEAR(self->step_names);
-    Py_CLEAR(self->timed_step);
-    Py_CLEAR(self->discover);
-    Py_CLEAR(self->note_cancel);
-    Py_CLEAR(self->clock);
-    Py_CLEAR(self->on_error);
+    clear_fields(OBJECT_FIELDS(CallSoon, self, original, on_error));
     return 0;
 }
 
@@ -1062,22 +998,6 @@ call_soon_dealloc(PyObject *op)
     Py_TYPE(op)->tp_free(op);
 }
 
-static PyObject *
-call_soon_call(PyObject *op, PyObject *args, PyObject *kwargs)
-{
-    return PyVectorcall_Call(op, args, kwargs);
-}
-
-/* Bind like a function when found on a loop class: loop.call_soon(...). */
-static PyObject *
-call_soon_get(PyObject *op, PyObject *obj, PyObject *type)
-{
-    if (obj == NULL || obj == Py_None) {
-        return Py_NewRef(op);
-    }
-    return PyMethod_New(op, obj);
-}
-
 static PyTypeObject CallSoonType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "taskscope._core._speedups.CallSoon",
     .tp_doc = "call_soon(loop, callback, *args, context=None), routing task steps "
@@ -1086,8 +1006,8 @@ static PyTypeObject CallSoonType = {
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |
                 Py_TPFLAGS_METHOD_DESCRIPTOR,
     .tp_vectorcall_offset = offsetof(CallSoon, vectorcall),
-    .tp_call = call_soon_call,
-    .tp_descr_get = call_soon_get,
+    .tp_call = call_via_vectorcall,
+    .tp_descr_get = bind_as_method,
     .tp_new = PyType_GenericNew,
     .tp_init = call_soon_init,
     .tp_traverse = call_soon_traverse,
@@ -1521,37 +1441,14 @@ static int
 task_recorder_traverse(PyObject *op, visitproc visit, void *arg)
 {
     TaskRecorder *self = (TaskRecorder *)op;
-    Py_VISIT(self->slow);
-    Py_VISIT(self->task_types);
-    Py_VISIT(self->frame_kinds);
-    Py_VISIT(self->current_tasks);
-    Py_VISIT(self->record_class);
-    Py_VISIT(self->live);
-    Py_VISIT(self->sites);
-    Py_VISIT(self->ref_keys);
-    Py_VISIT(self->ids);
-    Py_VISIT(self->gone);
-    Py_VISIT(self->clock);
-    Py_VISIT(self->loop_ref);
-    return 0;
+    return visit_fields(OBJECT_FIELDS(TaskRecorder, self, slow, loop_ref), visit, arg);
 }
 
 static int
 task_recorder_clear(PyObject *op)
 {
     TaskRecorder *self = (TaskRecorder *)op;
-    Py_CLEAR(self->slow);
-    Py_CLEAR(self->task_types);
-    Py_CLEAR(self->frame_kinds);
-    Py_CLEAR(self->current_tasks);
-    Py_CLEAR(self->record_class);
-    Py_CLEAR(self->live);
-    Py_CLEAR(self->sites);
-    Py_CLEAR(self->ref_keys);
-    Py_CLEAR(self->ids);
-    Py_CLEAR(self->gone);
-    Py_CLEAR(self->clock);
-    Py_CLEAR(self->loop_ref);
+    clear_fields(OBJECT_FIELDS(TaskRecorder, self, slow, loop_ref));
     return 0;
 }
 
@@ -1563,12 +1460,6 @@ task_recorder_dealloc(PyObject *op)
     Py_TYPE(op)->tp_free(op);
 }
 
-static PyObject *
-generic_vectorcall_call(PyObject *op, PyObject *args, PyObject *kwargs)
-{
-    return PyVectorcall_Call(op, args, kwargs);
-}
-
 static PyTypeObject TaskRecorderType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "taskscope._core._speedups.TaskRecorder",
     .tp_doc = "discover(task, loop): record a new task (AsyncioBackend._discover's fast "
@@ -1576,7 +1467,7 @@ static PyTypeObject TaskRecorderType = {
     .tp_basicsize = sizeof(TaskRecorder),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_vectorcall_offset = offsetof(TaskRecorder, vectorcall),
-    .tp_call = generic_vectorcall_call,
+    .tp_call = call_via_vectorcall,
     .tp_new = PyType_GenericNew,
     .tp_init = task_recorder_init,
     .tp_traverse = task_recorder_traverse,
@@ -1681,27 +1572,14 @@ static int
 record_maker_traverse(PyObject *op, visitproc visit, void *arg)
 {
     RecordMaker *self = (RecordMaker *)op;
-    Py_VISIT(self->slow);
-    Py_VISIT(self->live);
-    Py_VISIT(self->sites);
-    Py_VISIT(self->ref_keys);
-    Py_VISIT(self->ids);
-    Py_VISIT(self->gone);
-    Py_VISIT(self->clock);
-    return 0;
+    return visit_fields(OBJECT_FIELDS(RecordMaker, self, slow, clock), visit, arg);
 }
 
 static int
 record_maker_clear(PyObject *op)
 {
     RecordMaker *self = (RecordMaker *)op;
-    Py_CLEAR(self->slow);
-    Py_CLEAR(self->live);
-    Py_CLEAR(self->sites);
-    Py_CLEAR(self->ref_keys);
-    Py_CLEAR(self->ids);
-    Py_CLEAR(self->gone);
-    Py_CLEAR(self->clock);
+    clear_fields(OBJECT_FIELDS(RecordMaker, self, slow, clock));
     return 0;
 }
 
@@ -1720,7 +1598,7 @@ static PyTypeObject RecordMakerType = {
     .tp_basicsize = sizeof(RecordMaker),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_vectorcall_offset = offsetof(RecordMaker, vectorcall),
-    .tp_call = generic_vectorcall_call,
+    .tp_call = call_via_vectorcall,
     .tp_new = PyType_GenericNew,
     .tp_init = record_maker_init,
     .tp_traverse = record_maker_traverse,
@@ -1916,23 +1794,14 @@ static int
 task_finisher_traverse(PyObject *op, visitproc visit, void *arg)
 {
     TaskFinisher *self = (TaskFinisher *)op;
-    Py_VISIT(self->slow);
-    Py_VISIT(self->instruments);
-    Py_VISIT(self->live);
-    Py_VISIT(self->ref_keys);
-    Py_VISIT(self->history);
-    return 0;
+    return visit_fields(OBJECT_FIELDS(TaskFinisher, self, slow, history), visit, arg);
 }
 
 static int
 task_finisher_clear(PyObject *op)
 {
     TaskFinisher *self = (TaskFinisher *)op;
-    Py_CLEAR(self->slow);
-    Py_CLEAR(self->instruments);
-    Py_CLEAR(self->live);
-    Py_CLEAR(self->ref_keys);
-    Py_CLEAR(self->history);
+    clear_fields(OBJECT_FIELDS(TaskFinisher, self, slow, history));
     return 0;
 }
 
@@ -1951,7 +1820,7 @@ static PyTypeObject TaskFinisherType = {
     .tp_basicsize = sizeof(TaskFinisher),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_vectorcall_offset = offsetof(TaskFinisher, vectorcall),
-    .tp_call = generic_vectorcall_call,
+    .tp_call = call_via_vectorcall,
     .tp_new = PyType_GenericNew,
     .tp_init = task_finisher_init,
     .tp_traverse = task_finisher_traverse,
@@ -2035,23 +1904,14 @@ static int
 record_filer_traverse(PyObject *op, visitproc visit, void *arg)
 {
     RecordFiler *self = (RecordFiler *)op;
-    Py_VISIT(self->slow);
-    Py_VISIT(self->live);
-    Py_VISIT(self->ref_keys);
-    Py_VISIT(self->history);
-    Py_VISIT(self->clock);
-    return 0;
+    return visit_fields(OBJECT_FIELDS(RecordFiler, self, slow, clock), visit, arg);
 }
 
 static int
 record_filer_clear(PyObject *op)
 {
     RecordFiler *self = (RecordFiler *)op;
-    Py_CLEAR(self->slow);
-    Py_CLEAR(self->live);
-    Py_CLEAR(self->ref_keys);
-    Py_CLEAR(self->history);
-    Py_CLEAR(self->clock);
+    clear_fields(OBJECT_FIELDS(RecordFiler, self, slow, clock));
     return 0;
 }
 
@@ -2070,7 +1930,7 @@ static PyTypeObject RecordFilerType = {
     .tp_basicsize = sizeof(RecordFiler),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_vectorcall_offset = offsetof(RecordFiler, vectorcall),
-    .tp_call = generic_vectorcall_call,
+    .tp_call = call_via_vectorcall,
     .tp_new = PyType_GenericNew,
     .tp_init = record_filer_init,
     .tp_traverse = record_filer_traverse,
@@ -2154,23 +2014,14 @@ static int
 create_task_traverse(PyObject *op, visitproc visit, void *arg)
 {
     CreateTask *self = (CreateTask *)op;
-    Py_VISIT(self->original);
-    Py_VISIT(self->clock);
-    Py_VISIT(self->live);
-    Py_VISIT(self->track_eager);
-    Py_VISIT(self->on_error);
-    return 0;
+    return visit_fields(OBJECT_FIELDS(CreateTask, self, original, on_error), visit, arg);
 }
 
 static int
 create_task_clear(PyObject *op)
 {
     CreateTask *self = (CreateTask *)op;
-    Py_CLEAR(self->original);
-    Py_CLEAR(self->clock);
-    Py_CLEAR(self->live);
-    Py_CLEAR(self->track_eager);
-    Py_CLEAR(self->on_error);
+    clear_fields(OBJECT_FIELDS(CreateTask, self, original, on_error));
     return 0;
 }
 
@@ -2189,8 +2040,8 @@ static PyTypeObject CreateTaskType = {
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |
                 Py_TPFLAGS_METHOD_DESCRIPTOR,
     .tp_vectorcall_offset = offsetof(CreateTask, vectorcall),
-    .tp_call = generic_vectorcall_call,
-    .tp_descr_get = call_soon_get, /* binds like a method, as CallSoon does */
+    .tp_call = call_via_vectorcall,
+    .tp_descr_get = bind_as_method,
     .tp_new = PyType_GenericNew,
     .tp_init = create_task_init,
     .tp_traverse = create_task_traverse,
@@ -2203,10 +2054,7 @@ static PyTypeObject CreateTaskType = {
 static int
 intern_all(void)
 {
-    struct {
-        PyObject **target;
-        const char *text;
-    } names[] = {
+    static const InternedName names[] = {
         {&str_name, "__name__"},
         {&str_self, "__self__"},
         {&str_cr_frame, "cr_frame"},
@@ -2234,13 +2082,7 @@ intern_all(void)
         {&str_finished_hook, "task_finished"},
         {&str_name_of, "name_of"},
     };
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        *names[i].target = PyUnicode_InternFromString(names[i].text);
-        if (*names[i].target == NULL) {
-            return -1;
-        }
-    }
-    return 0;
+    return intern_names(names, sizeof(names) / sizeof(names[0]));
 }
 
 /* Keep time.perf_counter, and note whether it reads CLOCK_MONOTONIC. */

@@ -22,9 +22,7 @@
  * to `on_error` (taskscope._core._faults.internal_error) and trio goes on exactly as
  * without taskscope.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <stddef.h>
+#include "_cshared.h"
 #include <stdint.h>
 
 /* ---------------------------------------------------------------- names */
@@ -39,26 +37,6 @@ enum { F_BUSY, F_SCHEDULED, F_SCHEDULED_AT, F_STEP_START, F_LONGEST, F_STEPS, F_
 static const char *field_names[F_COUNT] = {"busy",         "scheduled", "scheduled_at",
                                            "step_start",   "longest_step", "steps",
                                            "waited_at",    "first_step"};
-
-/* Hand the current exception to on_error(where, exc) and clear it. */
-static void
-report_internal_error(PyObject *on_error, PyObject *where)
-{
-    PyObject *type, *value, *traceback;
-    PyErr_Fetch(&type, &value, &traceback);
-    PyErr_NormalizeException(&type, &value, &traceback);
-    if (value != NULL && traceback != NULL) {
-        PyException_SetTraceback(value, traceback);
-    }
-    if (value != NULL) {
-        PyObject *result = PyObject_CallFunctionObjArgs(on_error, where, value, NULL);
-        Py_XDECREF(result);
-    }
-    PyErr_Clear(); /* a failing logger must not reach the loop either */
-    Py_XDECREF(type);
-    Py_XDECREF(value);
-    Py_XDECREF(traceback);
-}
 
 /* ---------------------------------------------------------------- Hooks */
 
@@ -1230,16 +1208,6 @@ runner_method_call(PyObject *op, PyObject *args, PyObject *kwargs)
     return PyVectorcall_Call(op, args, kwargs);
 }
 
-/* Bind like a function when found on the Runner class: runner.reschedule(...). */
-static PyObject *
-runner_method_get(PyObject *op, PyObject *obj, PyObject *type)
-{
-    if (obj == NULL || obj == Py_None) {
-        return Py_NewRef(op);
-    }
-    return PyMethod_New(op, obj);
-}
-
 static PyTypeObject RunnerMethodType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "taskscope._core._trio_speedups.RunnerMethod",
     .tp_doc = "RunnerMethod(*, original, hooks, exited): Runner.reschedule or "
@@ -1249,7 +1217,7 @@ static PyTypeObject RunnerMethodType = {
                 Py_TPFLAGS_METHOD_DESCRIPTOR,
     .tp_vectorcall_offset = offsetof(RunnerMethod, vectorcall),
     .tp_call = runner_method_call,
-    .tp_descr_get = runner_method_get,
+    .tp_descr_get = bind_as_method,
     .tp_new = PyType_GenericNew,
     .tp_init = runner_method_init,
     .tp_traverse = runner_method_traverse,
@@ -1262,10 +1230,7 @@ static PyTypeObject RunnerMethodType = {
 static int
 intern_all(void)
 {
-    struct {
-        PyObject **target;
-        const char *text;
-    } names[] = {
+    static const InternedName names[] = {
         {&str_task_spawned, "task_spawned"},
         {&str_before, "before_task_step"},
         {&str_after, "after_task_step"},
@@ -1285,11 +1250,8 @@ intern_all(void)
         {&msg_scheduled, "trio backend: task_scheduled"},
         {&msg_exited, "trio backend: task_exited"},
     };
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        *names[i].target = PyUnicode_InternFromString(names[i].text);
-        if (*names[i].target == NULL) {
-            return -1;
-        }
+    if (intern_names(names, sizeof(names) / sizeof(names[0])) < 0) {
+        return -1;
     }
     kwnames_outcome_known = PyTuple_Pack(1, str_outcome_known);
     return kwnames_outcome_known == NULL ? -1 : 0;
