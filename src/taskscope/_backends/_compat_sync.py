@@ -92,10 +92,11 @@ class LockHooks(NamedTuple):
     aenter: Callable[[Any], bool]
     #: ``aexit(lock)``: the same for ``release`` and `exit`.
     aexit: Callable[[Any], bool]
-    #: ``wait_begin(state)``: the running task is about to block acquiring the lock of
-    #: `state` (at the calling wrapper's caller's line): return a token for `wait_end`.
+    #: ``wait_begin(lock)``: the running task is about to block acquiring `lock` (at
+    #: the calling wrapper's caller's line): return a token for `wait_end`, or None
+    #: when `lock` is not tracked.
     wait_begin: Callable[[Any], Any]
-    #: ``wait_end(state, token, exc)``: that wait ended, acquired (`exc` None) or not.
+    #: ``wait_end(lock, token, exc)``: that wait ended, acquired (`exc` None) or not.
     wait_end: Callable[[Any, Any, BaseException | None], None]
 
 
@@ -222,7 +223,10 @@ def _pure_lock_hooks(  # noqa: PLR0915  # one closure per hook, inlined on purpo
     wait_begin_ = tracker.wait_begin
     wait_end_ = tracker.wait_end
 
-    def wait_begin(state: Any) -> Any:
+    def wait_begin(lock: Any) -> Any:
+        state = states_get(id(lock))
+        if state is None:
+            return None
         loop = state.loop
         task = tasks_get(loop) if tasks_get is not None and loop is not None else None
         if task is None:
@@ -230,10 +234,12 @@ def _pure_lock_hooks(  # noqa: PLR0915  # one closure per hook, inlined on purpo
         key = id(task)
         record = live_get(key)
         since = wait_begin_(state, key, record, getframe(2), "acquire")  # never raises
-        return (key, record, since) if since >= 0 else None
+        return (state, key, record, since) if since >= 0 else False
 
-    def wait_end(state: Any, token: Any, exc: BaseException | None) -> None:
-        key, record, since = token
+    def wait_end(lock: Any, token: Any, exc: BaseException | None) -> None:
+        if token is False:
+            return
+        state, key, record, since = token
         if exc is None:
             wait_end_(state, key, since, False, record, True)
         else:
@@ -256,14 +262,15 @@ def make_asyncio_lock_methods(  # noqa: PLR0915  # one closure per method, inlin
     remains: ``async with`` on a plain ``asyncio.Lock`` does not look for an
     ``acquire``/``release`` set on the instance.
     """
-    states_get = tracker.states.get
     original_acquire = lock_cls.acquire
     original_release = lock_cls.release
 
     async def acquire(lock: Any) -> bool:
         # Invariant: asyncio's fast path, verbatim, so fairness is unchanged.
         if not lock._locked and (
-            lock._waiters is None or all(w.cancelled() for w in lock._waiters)
+            lock._waiters is None
+            or not lock._waiters
+            or (lock._waiters[0].cancelled() and all(w.cancelled() for w in lock._waiters))
         ):
             lock._locked = True
             try:
@@ -271,30 +278,28 @@ def make_asyncio_lock_methods(  # noqa: PLR0915  # one closure per method, inlin
             except Exception as exc:  # noqa: BLE001
                 internal_error("lock monitor: acquire", exc)
             return True
-        state = states_get(id(lock))
-        if state is None:
-            return await original_acquire(lock)  # type: ignore[no-any-return]
         # The contended path: asyncio's own acquire, timed around (wait_begin and
-        # wait_end in C where built; what fails is reported and the wait goes on).
+        # wait_end in C where built; None: untracked; what fails is reported and the
+        # wait goes on).
         try:
-            token = wait_begin(state)
+            token = wait_begin(lock)
         except Exception as exc:  # noqa: BLE001
             internal_error("lock monitor: wait", exc)
             token = None
+        if token is None:
+            return await original_acquire(lock)  # type: ignore[no-any-return]
         try:
             await original_acquire(lock)
         except BaseException as exc:
-            if token is not None:
-                try:
-                    wait_end(state, token, exc)
-                except Exception as error:  # noqa: BLE001
-                    internal_error("lock monitor: wait", error)
-            raise
-        if token is not None:
             try:
-                wait_end(state, token, None)
-            except Exception as exc:  # noqa: BLE001
-                internal_error("lock monitor: wait", exc)
+                wait_end(lock, token, exc)
+            except Exception as error:  # noqa: BLE001
+                internal_error("lock monitor: wait", error)
+            raise
+        try:
+            wait_end(lock, token, None)
+        except Exception as exc:  # noqa: BLE001
+            internal_error("lock monitor: wait", exc)
         return True
 
     def release(lock: Any) -> None:
@@ -314,7 +319,9 @@ def make_asyncio_lock_methods(  # noqa: PLR0915  # one closure per method, inlin
         # goes through ``self.acquire()``, as asyncio's mixin does.
         if type(lock) is lock_cls:
             if not lock._locked and (
-                lock._waiters is None or all(w.cancelled() for w in lock._waiters)
+                lock._waiters is None
+                or not lock._waiters
+                or (lock._waiters[0].cancelled() and all(w.cancelled() for w in lock._waiters))
             ):
                 try:
                     ours = aenter(lock)  # the budgeted path
@@ -325,30 +332,29 @@ def make_asyncio_lock_methods(  # noqa: PLR0915  # one closure per method, inlin
                     lock._locked = True
                     return
             elif lock_cls.acquire is acquire:
-                state = states_get(id(lock))
-                if state is not None:
-                    # acquire()'s contended path, inlined: one coroutine less to resume
-                    # at each wakeup.
-                    try:
-                        token = wait_begin(state)
-                    except Exception as exc:  # noqa: BLE001
-                        internal_error("lock monitor: wait", exc)
-                        token = None
-                    try:
-                        await original_acquire(lock)
-                    except BaseException as exc:
-                        if token is not None:
-                            try:
-                                wait_end(state, token, exc)
-                            except Exception as error:  # noqa: BLE001
-                                internal_error("lock monitor: wait", error)
-                        raise
-                    if token is not None:
-                        try:
-                            wait_end(state, token, None)
-                        except Exception as exc:  # noqa: BLE001
-                            internal_error("lock monitor: wait", exc)
+                # acquire()'s contended path, inlined: one coroutine less to resume at
+                # each wakeup.
+                try:
+                    token = wait_begin(lock)
+                except Exception as exc:  # noqa: BLE001
+                    internal_error("lock monitor: wait", exc)
+                    token = None
+                if token is None:
+                    await original_acquire(lock)
                     return
+                try:
+                    await original_acquire(lock)
+                except BaseException as exc:
+                    try:
+                        wait_end(lock, token, exc)
+                    except Exception as error:  # noqa: BLE001
+                        internal_error("lock monitor: wait", error)
+                    raise
+                try:
+                    wait_end(lock, token, None)
+                except Exception as exc:  # noqa: BLE001
+                    internal_error("lock monitor: wait", exc)
+                return
         await lock.acquire()
 
     async def __aexit__(lock: Any, exc_type: Any, exc: Any, tb: Any) -> None:  # noqa: N807

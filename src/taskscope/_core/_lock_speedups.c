@@ -1051,33 +1051,31 @@ holders_blocked(LockHooks *self, LockCore *state)
     return blocked;
 }
 
+/* The state of `lock` for the contended path (borrowed), or NULL: with an exception
+   set on error, without one when the lock is not tracked. */
 static LockCore *
-as_state(PyObject *self_op, PyObject *arg)
+wait_state(PyObject *self_op, PyObject *lock)
 {
     if (((LockHooks *)self_op)->tracker == NULL) {
         PyErr_SetString(PyExc_TypeError, "LockHooks made without a tracker");
         return NULL;
     }
-    if (!PyObject_TypeCheck(arg, &LockCoreType)) {
-        PyErr_Format(PyExc_TypeError, "lock state expected, got %R", Py_TYPE(arg));
-        return NULL;
-    }
-    return (LockCore *)arg;
+    return find_state((LockHooks *)self_op, lock);
 }
 
-/* LockHooks.wait_begin(state): the calling wrapper's task is about to block acquiring
-   the lock of `state` (at the wrapper's caller's line). Registers the waiter (and the
-   wait-for edge), walks the wait-for graph when a holder is itself blocked, and returns
-   the token for wait_end (the task's key). Twin of SyncTracker.wait_begin with
+/* LockHooks.wait_begin(lock): the calling wrapper's task is about to block acquiring
+   `lock` (at the wrapper's caller's line). Registers the waiter (and the wait-for
+   edge), walks the wait-for graph when a holder is itself blocked, and returns the
+   token for wait_end (the task's key), or None when `lock` is not tracked. Twin of SyncTracker.wait_begin with
    operation "acquire"; the pure-Python twin is `wait_begin` in
    _compat_sync._pure_lock_hooks. */
 static PyObject *
 hooks_wait_begin(PyObject *op, PyObject *arg)
 {
     LockHooks *self = (LockHooks *)op;
-    LockCore *state = as_state(op, arg);
+    LockCore *state = wait_state(op, arg);
     if (state == NULL) {
-        return NULL;
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
     }
     Py_INCREF(state);
     PyObject *result = NULL, *key = NULL, *record = NULL, *frame = NULL, *code = NULL;
@@ -1179,7 +1177,7 @@ done:
     return result;
 }
 
-/* LockHooks.wait_end(state, token, exc): the wait wait_begin returned `token` for
+/* LockHooks.wait_end(lock, token, exc): the wait wait_begin returned `token` for
    ended: acquired (`exc` None: the task now holds the lock), or raised `exc`
    (cancelled or timed out when it is one of the tracker's cancelled_types). Twin of
    SyncTracker.wait_end. */
@@ -1188,12 +1186,12 @@ hooks_wait_end(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
     LockHooks *self = (LockHooks *)op;
     if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "wait_end(state, token, exc)");
+        PyErr_SetString(PyExc_TypeError, "wait_end(lock, token, exc)");
         return NULL;
     }
-    LockCore *state = as_state(op, args[0]);
+    LockCore *state = wait_state(op, args[0]);
     if (state == NULL) {
-        return NULL;
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
     }
     PyObject *key = args[1], *exc = args[2];
     Py_INCREF(state);
@@ -1337,9 +1335,9 @@ static PyMethodDef hooks_methods[] = {
     {"aexit", hooks_aexit, METH_O,
      "False when the class's release was replaced since; else exit(lock) and True."},
     {"wait_begin", hooks_wait_begin, METH_O,
-     "The running task starts blocking on the lock of `state`: return a token for wait_end."},
+     "The running task starts blocking on `lock`: a token for wait_end (None: untracked)."},
     {"wait_end", (PyCFunction)(void (*)(void))hooks_wait_end, METH_FASTCALL,
-     "wait_end(state, token, exc): the wait ended (acquired when exc is None)."},
+     "wait_end(lock, token, exc): the wait ended (acquired when exc is None)."},
     {NULL},
 };
 
