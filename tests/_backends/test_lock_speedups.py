@@ -379,6 +379,7 @@ class TestFailures:
         counts = internal_error_counts()
         assert counts.get("lock monitor: acquire", 0) > 0
         assert counts.get("lock monitor: release", 0) > 0
+        assert counts.get("lock monitor: wait", 0) > 0  # the workers queued on it
 
     def test_replaced_acquire_is_called(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """A class whose acquire and release are replaced after install (a mock) has
