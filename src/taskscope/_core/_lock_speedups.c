@@ -1,7 +1,8 @@
-/* The lock monitor's uncontended asyncio.Lock path in C: the fields of a primitive's
- * state read and written on every acquisition (LockCore, PrimitiveState's base class),
- * and the bookkeeping of an acquisition that did not wait and of its release
- * (LockHooks: enter, exit, and aenter/aexit for `async with`). Pure-Python twins:
+/* The lock monitor's asyncio.Lock path in C: the fields of a primitive's state read and
+ * written on every acquisition and wait (LockCore, PrimitiveState's base class), and
+ * the bookkeeping of an acquisition that did not wait and of its release (LockHooks:
+ * enter, exit, and aenter/aexit for `async with`), and of one that blocks (wait_begin,
+ * wait_end). Pure-Python twins:
  * PureLockCore in taskscope/_core/_accel.py and `_pure_lock_hooks` in
  * taskscope/_backends/_compat_sync.py, used when this module is not built or
  * TASKSCOPE_PURE_PYTHON is set.
@@ -17,7 +18,10 @@
  * is one implementation of each: the first acquisition from a new site
  * (SyncTracker.hold), finding the task when the loop is not cached (asyncio_task), a
  * semaphore-style release (SyncTracker.unhold), a hold over the threshold
- * (SyncTracker.long_hold). Contended acquisitions stay in Python entirely.
+ * (SyncTracker.long_hold). An acquisition that blocks (wait_begin/wait_end) is here
+ * too; its rare parts call back the same way: a new wait site (SyncTracker.site), the
+ * wait-for graph walk once a holder is itself blocked (check_deadlock), a second hold
+ * (add_hold).
  *
  * Only the stable public C API is used (CPython 3.11-3.13). A failure raises into the
  * Python wrapper, which reports it through taskscope._core._faults.internal_error and
