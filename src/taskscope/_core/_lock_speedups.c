@@ -28,9 +28,8 @@
  * carries on exactly as without taskscope.
  */
 #define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "_cshared.h"
 #include <limits.h>
-#include <stddef.h>
 #include <structmember.h>
 #if defined(__linux__)
 #include <time.h>
@@ -1371,17 +1370,17 @@ PyInit__lock_speedups(void)
 {
     zero = PyLong_FromLong(0);
     one = PyLong_FromLong(1);
-    str_holds = PyUnicode_InternFromString("holds");
-    str_acquire = PyUnicode_InternFromString("acquire");
-    str_release = PyUnicode_InternFromString("release");
-    str_ref = PyUnicode_InternFromString("ref");
-    str_fut_waiter = PyUnicode_InternFromString("_fut_waiter");
-    str_cancelled_types = PyUnicode_InternFromString("cancelled_types");
-    str_lock = PyUnicode_InternFromString("lock");
-    if (zero == NULL || one == NULL || str_holds == NULL || str_acquire == NULL ||
-        str_release == NULL || str_ref == NULL || str_fut_waiter == NULL ||
-        str_cancelled_types == NULL || str_lock == NULL ||
-        PyType_Ready(&LockCoreType) < 0 || PyType_Ready(&LockHooksType) < 0) {
+    static const InternedName names[] = {
+        {&str_holds, "holds"},
+        {&str_acquire, "acquire"},
+        {&str_release, "release"},
+        {&str_ref, "ref"},
+        {&str_fut_waiter, "_fut_waiter"},
+        {&str_cancelled_types, "cancelled_types"},
+        {&str_lock, "lock"},
+    };
+    if (zero == NULL || one == NULL ||
+        intern_names(names, sizeof(names) / sizeof(names[0])) < 0 || PyType_Ready(&LockCoreType) < 0 || PyType_Ready(&LockHooksType) < 0) {
         return NULL;
     }
     PyObject *module = PyModule_Create(&lock_speedups_module);
