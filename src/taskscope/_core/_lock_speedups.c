@@ -1380,7 +1380,8 @@ PyInit__lock_speedups(void)
         {&str_lock, "lock"},
     };
     if (zero == NULL || one == NULL ||
-        intern_names(names, sizeof(names) / sizeof(names[0])) < 0 || PyType_Ready(&LockCoreType) < 0 || PyType_Ready(&LockHooksType) < 0) {
+        intern_names(names, sizeof(names) / sizeof(names[0])) < 0 ||
+        PyType_Ready(&LockCoreType) < 0 || PyType_Ready(&LockHooksType) < 0) {
         return NULL;
     }
     PyObject *module = PyModule_Create(&lock_speedups_module);
