@@ -18,6 +18,7 @@ setup(
         Extension(
             "taskscope._core._lock_speedups",
             ["src/taskscope/_core/_lock_speedups.c"],
+            depends=["src/taskscope/_core/_cshared.h"],
             optional=True,
         ),
         Extension(

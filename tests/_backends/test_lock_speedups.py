@@ -9,6 +9,7 @@ the same from Python, and that a failure of the bookkeeping never reaches the pr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import os
 from typing import TYPE_CHECKING, Any
@@ -181,6 +182,124 @@ class TestTwins:
         assert final.holders == ()
 
 
+async def _contended(clock: _ManualClock) -> list[Any]:
+    """Queue tasks on a held lock (``async with`` and ``acquire``), cancel one waiter,
+    time one out, snapshot while they wait and after, then form a two-task deadlock."""
+    lock = asyncio.Lock()  # contended-created
+    monitor = _monitors[-1]
+
+    async def worker(n: int) -> None:
+        async with lock:  # contended-with
+            clock.now += (n + 1) * 1e-6
+            await asyncio.sleep(0)
+
+    async def via_acquire() -> None:
+        await lock.acquire()  # contended-acquire
+        clock.now += 3e-6
+        lock.release()
+
+    await lock.acquire()
+    tasks = [asyncio.create_task(worker(n)) for n in range(3)]
+    tasks.append(asyncio.create_task(via_acquire()))
+    cancelled = asyncio.create_task(worker(9))
+    timed = asyncio.create_task(asyncio.wait_for(lock.acquire(), 0.001))
+    for _ in range(3):  # wait_for runs the acquire in a task of its own (3.11)
+        await asyncio.sleep(0)
+    clock.now += 1e-5
+    seen: list[Any] = [monitor.snapshot()]
+    cancelled.cancel()
+    with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+        await timed
+    clock.now += 2e-5
+    lock.release()
+    await asyncio.gather(*tasks, cancelled, return_exceptions=True)
+    seen.append(monitor.snapshot())
+
+    first, second = asyncio.Lock(), asyncio.Lock()
+
+    async def crossed(a: asyncio.Lock, b: asyncio.Lock) -> None:
+        async with a:
+            await asyncio.sleep(0)
+            clock.now += 1e-6
+            async with b:  # deadlock-wait
+                pass
+
+    pair = [
+        asyncio.create_task(crossed(first, second)),
+        asyncio.create_task(crossed(second, first)),
+    ]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    seen.append(monitor.snapshot())
+    for task in pair:
+        task.cancel()
+    await asyncio.gather(*pair, return_exceptions=True)
+    seen.append(monitor.snapshot())
+    return seen
+
+
+def _contended_figures(snapshot: Any) -> Any:
+    """Every figure of a `_contended` snapshot but task identities."""
+    primitives = [
+        (
+            _figures(info),
+            info.cancelled_waits,
+            info.name,
+            [(w.waiting_at, w.since, w.waited_for, w.operation) for w in info.waiters],
+        )
+        for info in snapshot.primitives
+    ]
+    deadlocks = [
+        (d.detected, [(m.waits_for, m.waiting_at, m.holds) for m in d.tasks])
+        for d in snapshot.deadlocks
+    ]
+    return primitives, deadlocks
+
+
+class TestContendedTwins:
+    """The contended path (waits, cancellations, timeouts, deadlocks) reports the same
+    figures in C and in Python."""
+
+    def test_same_figures(self, both_paths: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+        results = {}
+        for path in both_paths:
+            with monkeypatch.context() as patch:
+                if path == "pure":
+                    patch.setattr(_accel, "lock_speedups", None)
+                clock = _ManualClock()
+                session = taskscope.install(clock=clock)
+                monitor = LockMonitor(held_too_long=0.001)
+                monitor.install(session.registry)
+                _monitors.append(monitor)
+                try:
+                    results[path] = [_contended_figures(s) for s in asyncio.run(_contended(clock))]
+                finally:
+                    _monitors.pop()
+                    monitor.uninstall()
+                    session.uninstall()
+        expected = results["pure"]
+        for path in both_paths:
+            assert results[path] == expected, path
+        waiting, after, stuck, _ = expected
+        (primitive, *_), _ = waiting
+        figures, cancelled_waits, _, waiters = primitive
+        assert [w[3] for w in waiters] == ["acquire"] * 6
+        assert [w[0].line for w in waiters[:5]] == [line_of("contended-with")] * 3 + [
+            line_of("contended-acquire"),
+            line_of("contended-with"),
+        ]
+        assert [w[2] for w in waiters] == [pytest.approx(1e-5)] * 6
+        (primitive, *_), _ = after
+        figures, cancelled_waits, _, waiters = primitive
+        assert waiters == []
+        assert cancelled_waits == 2
+        assert figures[3] == 6  # waits: every waiter, cancelled or not
+        assert figures[2] == 5  # acquisitions: the first and four that waited
+        _, deadlocks = stuck
+        (deadlock,) = deadlocks
+        assert [m[1].line for m in deadlock[1]] == [line_of("deadlock-wait")] * 2
+
+
 class TestStateFields:
     """What the C side defers reads from Python as if it were written at once."""
 
@@ -260,6 +379,7 @@ class TestFailures:
         counts = internal_error_counts()
         assert counts.get("lock monitor: acquire", 0) > 0
         assert counts.get("lock monitor: release", 0) > 0
+        assert counts.get("lock monitor: wait", 0) > 0  # the workers queued on it
 
     def test_replaced_acquire_is_called(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """A class whose acquire and release are replaced after install (a mock) has

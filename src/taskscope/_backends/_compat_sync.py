@@ -92,6 +92,12 @@ class LockHooks(NamedTuple):
     aenter: Callable[[Any], bool]
     #: ``aexit(lock)``: the same for ``release`` and `exit`.
     aexit: Callable[[Any], bool]
+    #: ``wait_begin(lock)``: the running task is about to block acquiring `lock` (at
+    #: the calling wrapper's caller's line): return a token for `wait_end`, or None
+    #: when `lock` is not tracked.
+    wait_begin: Callable[[Any], Any]
+    #: ``wait_end(lock, token, exc)``: that wait ended, acquired (`exc` None) or not.
+    wait_end: Callable[[Any, Any, BaseException | None], None]
 
 
 def lock_hooks(tracker: Any, lock_cls: Any, acquire: Any, release: Any) -> LockHooks:
@@ -105,8 +111,12 @@ def lock_hooks(tracker: Any, lock_cls: Any, acquire: Any, release: Any) -> LockH
     first acquisition from each site, a release without a single holder and a hold over
     the threshold to `tracker` (a ``SyncTracker``). Each may raise: the wrappers report
     it as an internal error. Invariant: they mirror ``SyncTracker.hold`` and
-    ``SyncTracker.held`` (a lock's holder lives in ``state.holder``; times are ns).
+    ``SyncTracker.held`` (a lock's holder lives in ``state.holder``; times are ns), and
+    for an acquisition that blocks ``SyncTracker.wait_begin`` and ``wait_end`` (the C
+    ones call back into `tracker` for a new site, a deadlock check, a second hold).
     """
+    from ..monitors._sync_state import HOLDING_KINDS
+
     if _accel.lock_speedups is not None:
         hooks = _accel.lock_speedups.LockHooks(
             states=tracker.states,
@@ -123,8 +133,14 @@ def lock_hooks(tracker: Any, lock_cls: Any, acquire: Any, release: Any) -> LockH
             acquire=acquire,
             release=release,
             fast_clock=tracker.clock is time.perf_counter_ns,
+            tracker=tracker,
+            waiting=tracker.waiting,
+            holding_kinds=HOLDING_KINDS,
+            task_cls=asyncio.Task,
         )
-        return LockHooks(hooks.enter, hooks.exit, hooks.aenter, hooks.aexit)
+        return LockHooks(
+            hooks.enter, hooks.exit, hooks.aenter, hooks.aexit, hooks.wait_begin, hooks.wait_end
+        )
     return _pure_lock_hooks(tracker, lock_cls, acquire, release)
 
 
@@ -204,7 +220,32 @@ def _pure_lock_hooks(  # noqa: PLR0915  # one closure per hook, inlined on purpo
     def exit_(lock: Any) -> None:
         aexit(lock, False)
 
-    return LockHooks(enter, exit_, aenter, aexit)
+    wait_begin_ = tracker.wait_begin
+    wait_end_ = tracker.wait_end
+
+    def wait_begin(lock: Any) -> Any:
+        state = states_get(id(lock))
+        if state is None:
+            return None
+        loop = state.loop
+        task = tasks_get(loop) if tasks_get is not None and loop is not None else None
+        if task is None:
+            task = slow_task(state)
+        key = id(task)
+        record = live_get(key)
+        since = wait_begin_(state, key, record, getframe(2), "acquire")  # never raises
+        return (state, key, record, since) if since >= 0 else False
+
+    def wait_end(lock: Any, token: Any, exc: BaseException | None) -> None:
+        if token is False:
+            return
+        state, key, record, since = token
+        if exc is None:
+            wait_end_(state, key, since, False, record, True)
+        else:
+            wait_end_(state, key, since, isinstance(exc, tracker.cancelled_types))
+
+    return LockHooks(enter, exit_, aenter, aexit, wait_begin, wait_end)
 
 
 def make_asyncio_lock_methods(  # noqa: PLR0915  # one closure per method, inlined on purpose
@@ -221,38 +262,15 @@ def make_asyncio_lock_methods(  # noqa: PLR0915  # one closure per method, inlin
     remains: ``async with`` on a plain ``asyncio.Lock`` does not look for an
     ``acquire``/``release`` set on the instance.
     """
-    states_get = tracker.states.get
-    live_get = tracker.live.get
-    wait_begin = tracker.wait_begin
-    wait_end = tracker.wait_end
-    slow_task = asyncio_task
-    tasks_get = _CURRENT_TASKS.get if _CURRENT_TASKS is not None else None
-    getframe = sys._getframe
     original_acquire = lock_cls.acquire
     original_release = lock_cls.release
-
-    async def contended(lock: Any, state: Any, frame: Any) -> None:
-        # wait_begin and wait_end never raise.
-        try:
-            task = tasks_get(state.loop) if tasks_get is not None else None
-            key = id(task if task is not None else slow_task(state))
-            record = live_get(key)
-        except Exception as exc:  # noqa: BLE001
-            internal_error("lock monitor: acquire", exc)
-            await original_acquire(lock)
-            return
-        since = wait_begin(state, key, record, frame, "acquire")
-        try:
-            await original_acquire(lock)
-        except BaseException as exc:
-            wait_end(state, key, since, isinstance(exc, tracker.cancelled_types))
-            raise
-        wait_end(state, key, since, False, record, True)
 
     async def acquire(lock: Any) -> bool:
         # Invariant: asyncio's fast path, verbatim, so fairness is unchanged.
         if not lock._locked and (
-            lock._waiters is None or all(w.cancelled() for w in lock._waiters)
+            lock._waiters is None
+            or not lock._waiters
+            or (lock._waiters[0].cancelled() and all(w.cancelled() for w in lock._waiters))
         ):
             lock._locked = True
             try:
@@ -260,10 +278,28 @@ def make_asyncio_lock_methods(  # noqa: PLR0915  # one closure per method, inlin
             except Exception as exc:  # noqa: BLE001
                 internal_error("lock monitor: acquire", exc)
             return True
-        state = states_get(id(lock))
-        if state is None:
+        # The contended path: asyncio's own acquire, timed around (wait_begin and
+        # wait_end in C where built; None: untracked; what fails is reported and the
+        # wait goes on).
+        try:
+            token = wait_begin(lock)
+        except Exception as exc:  # noqa: BLE001
+            internal_error("lock monitor: wait", exc)
+            token = None
+        if token is None:
             return await original_acquire(lock)  # type: ignore[no-any-return]
-        await contended(lock, state, getframe(1))
+        try:
+            await original_acquire(lock)
+        except BaseException as exc:
+            try:
+                wait_end(lock, token, exc)
+            except Exception as error:  # noqa: BLE001
+                internal_error("lock monitor: wait", error)
+            raise
+        try:
+            wait_end(lock, token, None)
+        except Exception as exc:  # noqa: BLE001
+            internal_error("lock monitor: wait", exc)
         return True
 
     def release(lock: Any) -> None:
@@ -283,7 +319,9 @@ def make_asyncio_lock_methods(  # noqa: PLR0915  # one closure per method, inlin
         # goes through ``self.acquire()``, as asyncio's mixin does.
         if type(lock) is lock_cls:
             if not lock._locked and (
-                lock._waiters is None or all(w.cancelled() for w in lock._waiters)
+                lock._waiters is None
+                or not lock._waiters
+                or (lock._waiters[0].cancelled() and all(w.cancelled() for w in lock._waiters))
             ):
                 try:
                     ours = aenter(lock)  # the budgeted path
@@ -294,25 +332,29 @@ def make_asyncio_lock_methods(  # noqa: PLR0915  # one closure per method, inlin
                     lock._locked = True
                     return
             elif lock_cls.acquire is acquire:
-                state = states_get(id(lock))
-                if state is not None:
-                    # contended(), inlined: one coroutine less to resume at each wakeup.
-                    try:
-                        task = tasks_get(state.loop) if tasks_get is not None else None
-                        key = id(task if task is not None else slow_task(state))
-                        record = live_get(key)
-                    except Exception as exc:  # noqa: BLE001
-                        internal_error("lock monitor: acquire", exc)
-                        await original_acquire(lock)
-                        return
-                    since = wait_begin(state, key, record, getframe(1), "acquire")
-                    try:
-                        await original_acquire(lock)
-                    except BaseException as exc:
-                        wait_end(state, key, since, isinstance(exc, tracker.cancelled_types))
-                        raise
-                    wait_end(state, key, since, False, record, True)
+                # acquire()'s contended path, inlined: one coroutine less to resume at
+                # each wakeup.
+                try:
+                    token = wait_begin(lock)
+                except Exception as exc:  # noqa: BLE001
+                    internal_error("lock monitor: wait", exc)
+                    token = None
+                if token is None:
+                    await original_acquire(lock)
                     return
+                try:
+                    await original_acquire(lock)
+                except BaseException as exc:
+                    try:
+                        wait_end(lock, token, exc)
+                    except Exception as error:  # noqa: BLE001
+                        internal_error("lock monitor: wait", error)
+                    raise
+                try:
+                    wait_end(lock, token, None)
+                except Exception as exc:  # noqa: BLE001
+                    internal_error("lock monitor: wait", exc)
+                return
         await lock.acquire()
 
     async def __aexit__(lock: Any, exc_type: Any, exc: Any, tb: Any) -> None:  # noqa: N807
@@ -328,7 +370,9 @@ def make_asyncio_lock_methods(  # noqa: PLR0915  # one closure per method, inlin
                 return
         lock.release()
 
-    enter, exit_, aenter, aexit = lock_hooks(tracker, lock_cls, acquire, release)
+    enter, exit_, aenter, aexit, wait_begin, wait_end = lock_hooks(
+        tracker, lock_cls, acquire, release
+    )
     methods: dict[str, Callable[..., Any]] = {
         "acquire": acquire,
         "release": release,

@@ -115,17 +115,35 @@ LOCKS_ACCELERATED: Final = lock_speedups is not None
 
 
 class PureLockCore:
-    """The fields of a primitive's state used on every acquisition (`PrimitiveState`'s
-    base; the C twin is ``_lock_speedups.LockCore``, read and written by offset)."""
+    """The fields of a primitive's state used on every acquisition and every wait
+    (`PrimitiveState`'s base; the C twin is ``_lock_speedups.LockCore``, read and
+    written by offset)."""
 
-    __slots__ = ("hist", "hold_max", "holder", "loop", "ref", "site_code")
+    __slots__ = (
+        "cancelled_waits",
+        "hist",
+        "hold_max",
+        "holder",
+        "holds",
+        "kind",
+        "loop",
+        "ref",
+        "site_code",
+        "wait_max",
+        "waits",
+    )
 
+    cancelled_waits: int
     hist: dict[int, int] | None
     hold_max: int
     holder: Any
+    holds: Any
+    kind: str
     loop: Any
     ref: Any
     site_code: Any
+    wait_max: int
+    waits: Any
 
 
 if TYPE_CHECKING:

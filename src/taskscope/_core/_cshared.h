@@ -1,6 +1,6 @@
-/* Helpers shared by taskscope's C accelerators (_speedups.c, _trio_speedups.c): each
- * includes this header; everything in it is static inline. Public C API only
- * (CPython 3.11-3.13). */
+/* Helpers shared by taskscope's C accelerators (_speedups.c, _trio_speedups.c,
+ * _lock_speedups.c): each includes this header; everything in it is static inline.
+ * Public C API only (CPython 3.11-3.13). */
 #ifndef TASKSCOPE_CSHARED_H
 #define TASKSCOPE_CSHARED_H
 

@@ -1,7 +1,8 @@
-/* The lock monitor's uncontended asyncio.Lock path in C: the fields of a primitive's
- * state read and written on every acquisition (LockCore, PrimitiveState's base class),
- * and the bookkeeping of an acquisition that did not wait and of its release
- * (LockHooks: enter, exit, and aenter/aexit for `async with`). Pure-Python twins:
+/* The lock monitor's asyncio.Lock path in C: the fields of a primitive's state read and
+ * written on every acquisition and wait (LockCore, PrimitiveState's base class), and
+ * the bookkeeping of an acquisition that did not wait and of its release (LockHooks:
+ * enter, exit, and aenter/aexit for `async with`), and of one that blocks (wait_begin,
+ * wait_end). Pure-Python twins:
  * PureLockCore in taskscope/_core/_accel.py and `_pure_lock_hooks` in
  * taskscope/_backends/_compat_sync.py, used when this module is not built or
  * TASKSCOPE_PURE_PYTHON is set.
@@ -17,16 +18,18 @@
  * is one implementation of each: the first acquisition from a new site
  * (SyncTracker.hold), finding the task when the loop is not cached (asyncio_task), a
  * semaphore-style release (SyncTracker.unhold), a hold over the threshold
- * (SyncTracker.long_hold). Contended acquisitions stay in Python entirely.
+ * (SyncTracker.long_hold). An acquisition that blocks (wait_begin/wait_end) is here
+ * too; its rare parts call back the same way: a new wait site (SyncTracker.site), the
+ * wait-for graph walk once a holder is itself blocked (check_deadlock), a second hold
+ * (add_hold).
  *
  * Only the stable public C API is used (CPython 3.11-3.13). A failure raises into the
  * Python wrapper, which reports it through taskscope._core._faults.internal_error and
  * carries on exactly as without taskscope.
  */
 #define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "_cshared.h"
 #include <limits.h>
-#include <stddef.h>
 #include <structmember.h>
 #if defined(__linux__)
 #include <time.h>
@@ -37,8 +40,10 @@
 
 /* Hold-time buckets counted in the struct before they reach the `hist` dict: a dict
    update costs ~400 instructions, more than the rest of a release. Successive holds
-   of one lock mostly fall into one or two buckets. */
-#define PENDING 2
+   of one lock mostly fall into one or two buckets, and its waits into one or two more
+   (wait buckets are WAIT_BUCKETS up). */
+#define WAIT_BUCKETS 64
+#define PENDING 4
 
 /* The fields of a primitive's state used by the hot path (PrimitiveState's base class;
    the pure-Python twin is taskscope._core._accel.PureLockCore). Python code sees them
@@ -52,6 +57,11 @@ typedef struct {
     PyObject *site_code; /* None or the code object that last acquired it */
     PyObject *loop;      /* None or the loop it was last acquired on */
     PyObject *ref;       /* None or the weak reference to the primitive */
+    PyObject *kind;      /* "lock", "semaphore", ... */
+    PyObject *waits;     /* None or {task key: (record, since, code, lasti, operation)} */
+    PyObject *holds;     /* None or the holds other than `holder` (a list) */
+    PyObject *wait_max;  /* int, ns */
+    PyObject *cancelled_waits; /* int */
     /* The parts of a hold recorded here that Python has not looked at yet: the tuple
        is built only when `holder` is read (most holds end unseen). */
     PyObject *held_key; /* NULL when there is none */
@@ -73,10 +83,19 @@ static PyMemberDef lock_core_members[] = {
      "The user code that last acquired it, or None."},
     {"loop", T_OBJECT_EX, offsetof(LockCore, loop), 0, "The loop it was last acquired on."},
     {"ref", T_OBJECT_EX, offsetof(LockCore, ref), 0, "The weak reference to the primitive."},
+    {"kind", T_OBJECT_EX, offsetof(LockCore, kind), 0, "The kind of primitive."},
+    {"waits", T_OBJECT_EX, offsetof(LockCore, waits), 0,
+     "Current waiters by task key, or None."},
+    {"holds", T_OBJECT_EX, offsetof(LockCore, holds), 0,
+     "Current holds other than `holder`, oldest first, or None."},
+    {"wait_max", T_OBJECT_EX, offsetof(LockCore, wait_max), 0, "The longest wait, ns."},
+    {"cancelled_waits", T_OBJECT_EX, offsetof(LockCore, cancelled_waits), 0,
+     "Waits cancelled or timed out."},
     {NULL},
 };
 
-static PyObject *zero, *one, *str_holds, *str_acquire, *str_release;
+static PyObject *zero, *one, *str_holds, *str_acquire, *str_release, *str_ref, *str_fut_waiter,
+    *str_cancelled_types, *str_lock;
 
 static PyObject *
 lock_core_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
@@ -89,6 +108,11 @@ lock_core_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         self->site_code = Py_NewRef(Py_None);
         self->loop = Py_NewRef(Py_None);
         self->ref = Py_NewRef(Py_None);
+        self->kind = Py_NewRef(Py_None);
+        self->waits = Py_NewRef(Py_None);
+        self->holds = Py_NewRef(Py_None);
+        self->wait_max = Py_NewRef(zero);
+        self->cancelled_waits = Py_NewRef(zero);
         for (int i = 0; i < PENDING; i++) {
             self->pending_index[i] = -1;
         }
@@ -281,6 +305,11 @@ lock_core_traverse(PyObject *op, visitproc visit, void *arg)
     Py_VISIT(self->site_code);
     Py_VISIT(self->loop);
     Py_VISIT(self->ref);
+    Py_VISIT(self->kind);
+    Py_VISIT(self->waits);
+    Py_VISIT(self->holds);
+    Py_VISIT(self->wait_max);
+    Py_VISIT(self->cancelled_waits);
     return 0;
 }
 
@@ -297,6 +326,11 @@ lock_core_clear(PyObject *op)
     Py_CLEAR(self->site_code);
     Py_CLEAR(self->loop);
     Py_CLEAR(self->ref);
+    Py_CLEAR(self->kind);
+    Py_CLEAR(self->waits);
+    Py_CLEAR(self->holds);
+    Py_CLEAR(self->wait_max);
+    Py_CLEAR(self->cancelled_waits);
     return 0;
 }
 
@@ -367,6 +401,15 @@ typedef struct {
     unsigned int acquire_tag; /* lock_cls's version tag when `acquire` was last ours */
     unsigned int release_tag; /* the same for `release` */
     PyObject *hot;       /* the state last entered or left (a LockCore), or NULL */
+    /* The contended path (wait_begin/wait_end); NULL when not given. */
+    PyObject *tracker;   /* the SyncTracker (its cancelled_types is read when needed) */
+    PyObject *waiting;   /* SyncTracker.waiting: task key -> state it blocks on */
+    PyObject *holding_kinds; /* HOLDING_KINDS */
+    PyObject *task_cls;  /* asyncio.Task */
+    PyObject *site;      /* SyncTracker.site(state, frame) -> (code, lasti) */
+    PyObject *add_hold;  /* SyncTracker.add_hold(state, entry) */
+    PyObject *blocked;   /* SyncTracker._blocked(hold) */
+    PyObject *check_deadlock; /* SyncTracker.check_deadlock(key) */
 } LockHooks;
 
 static PyObject *
@@ -374,15 +417,37 @@ hooks_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *names[] = {"states",   "live",      "tasks",    "clock",   "threshold",
                             "slow_task", "hold",     "unhold",   "long_hold", "getframe",
-                            "lock_cls", "acquire",   "release",  "fast_clock", NULL};
+                            "lock_cls", "acquire",   "release",  "fast_clock", "tracker",
+                            "waiting",  "holding_kinds", "task_cls", NULL};
     PyObject *fields[13];
+    PyObject *tracker = NULL, *waiting = NULL, *holding_kinds = NULL, *task_cls = NULL;
     int fast_clock = 0;
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwargs, "O!O!OOO!OOOOOO!OO|p:LockHooks", names, &PyDict_Type, &fields[0],
-            &PyDict_Type, &fields[1], &fields[2], &fields[3], &PyLong_Type, &fields[4],
-            &fields[5], &fields[6], &fields[7], &fields[8], &fields[9], &PyType_Type,
-            &fields[10], &fields[11], &fields[12], &fast_clock)) {
+            args, kwargs, "O!O!OOO!OOOOOO!OO|pOO!O!O!:LockHooks", names, &PyDict_Type,
+            &fields[0], &PyDict_Type, &fields[1], &fields[2], &fields[3], &PyLong_Type,
+            &fields[4], &fields[5], &fields[6], &fields[7], &fields[8], &fields[9],
+            &PyType_Type, &fields[10], &fields[11], &fields[12], &fast_clock, &tracker,
+            &PyDict_Type, &waiting, &PyFrozenSet_Type, &holding_kinds, &PyType_Type,
+            &task_cls)) {
         return NULL;
+    }
+    PyObject *site = NULL, *add_hold = NULL, *blocked = NULL, *check_deadlock = NULL;
+    if (tracker != NULL) {
+        if (waiting == NULL || holding_kinds == NULL || task_cls == NULL) {
+            PyErr_SetString(PyExc_TypeError,
+                            "tracker needs waiting, holding_kinds and task_cls");
+            return NULL;
+        }
+        site = PyObject_GetAttrString(tracker, "site");
+        add_hold = site ? PyObject_GetAttrString(tracker, "add_hold") : NULL;
+        blocked = add_hold ? PyObject_GetAttrString(tracker, "_blocked") : NULL;
+        check_deadlock = blocked ? PyObject_GetAttrString(tracker, "check_deadlock") : NULL;
+        if (check_deadlock == NULL) {
+            Py_XDECREF(site);
+            Py_XDECREF(add_hold);
+            Py_XDECREF(blocked);
+            return NULL;
+        }
     }
     long long threshold_ns;
     if (as_ns(fields[4], &threshold_ns) < 0) {
@@ -417,6 +482,14 @@ hooks_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->release = Py_NewRef(fields[12]);
     self->acquire_tag = self->release_tag = 0;
     self->hot = NULL;
+    self->tracker = Py_XNewRef(tracker);
+    self->waiting = Py_XNewRef(waiting);
+    self->holding_kinds = Py_XNewRef(holding_kinds);
+    self->task_cls = Py_XNewRef(task_cls);
+    self->site = site;
+    self->add_hold = add_hold;
+    self->blocked = blocked;
+    self->check_deadlock = check_deadlock;
     return (PyObject *)self;
 }
 
@@ -438,6 +511,14 @@ hooks_traverse(PyObject *op, visitproc visit, void *arg)
     Py_VISIT(self->acquire);
     Py_VISIT(self->release);
     Py_VISIT(self->hot);
+    Py_VISIT(self->tracker);
+    Py_VISIT(self->waiting);
+    Py_VISIT(self->holding_kinds);
+    Py_VISIT(self->task_cls);
+    Py_VISIT(self->site);
+    Py_VISIT(self->add_hold);
+    Py_VISIT(self->blocked);
+    Py_VISIT(self->check_deadlock);
     return 0;
 }
 
@@ -459,6 +540,14 @@ hooks_clear(PyObject *op)
     Py_CLEAR(self->acquire);
     Py_CLEAR(self->release);
     Py_CLEAR(self->hot);
+    Py_CLEAR(self->tracker);
+    Py_CLEAR(self->waiting);
+    Py_CLEAR(self->holding_kinds);
+    Py_CLEAR(self->task_cls);
+    Py_CLEAR(self->site);
+    Py_CLEAR(self->add_hold);
+    Py_CLEAR(self->blocked);
+    Py_CLEAR(self->check_deadlock);
     return 0;
 }
 
@@ -859,6 +948,387 @@ hooks_aexit(PyObject *op, PyObject *lock)
     return Py_NewRef(Py_True);
 }
 
+/* ---------------------------------------------------------------- contended path */
+
+/* The key (id) of the running task, a new reference, or NULL with an exception set.
+   The same lookup as hooks_enter: the task of the loop cached on the state. */
+static PyObject *
+current_key(LockHooks *self, LockCore *state)
+{
+    PyObject *task = NULL;
+    if (self->tasks != Py_None && state->loop != NULL && state->loop != Py_None) {
+        task = PyDict_GetItemWithError(self->tasks, state->loop);
+        if (task == NULL && PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_XINCREF(task);
+    }
+    if (task == NULL) {
+        task = PyObject_CallOneArg(self->slow_task, (PyObject *)state);
+        if (task == NULL) {
+            return NULL;
+        }
+    }
+    PyObject *key = PyLong_FromVoidPtr(task);
+    Py_DECREF(task);
+    return key;
+}
+
+/* Is the holder `key` (whose record is `record`) blocked on a primitive or awaiting a
+   task? 1 or 0, or -1 with an exception set. Twin of SyncTracker._blocked. */
+static int
+holder_blocked(LockHooks *self, PyObject *key, PyObject *record)
+{
+    int found = PyDict_Contains(self->waiting, key);
+    if (found != 0 || record == Py_None) {
+        return found;
+    }
+    PyObject *ref = PyObject_GetAttr(record, str_ref);
+    if (ref == NULL) {
+        return -1;
+    }
+    if (ref == Py_None) {
+        Py_DECREF(ref);
+        return 0;
+    }
+    PyObject *task = PyObject_CallNoArgs(ref);
+    Py_DECREF(ref);
+    if (task == NULL) {
+        return -1;
+    }
+    if (task == Py_None) {
+        Py_DECREF(task);
+        return 0;
+    }
+    /* asyncio_awaited_task: getattr(task, "_fut_waiter", None), an asyncio.Task. */
+    PyObject *waiter = PyObject_GetAttr(task, str_fut_waiter);
+    Py_DECREF(task);
+    if (waiter == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            return -1;
+        }
+        PyErr_Clear();
+        return 0;
+    }
+    int result = PyObject_IsInstance(waiter, self->task_cls);
+    Py_DECREF(waiter);
+    return result;
+}
+
+/* Can a holder of `state` close a cycle (it is itself blocked)? 1 or 0, or -1 with an
+   exception set. */
+static int
+holders_blocked(LockHooks *self, LockCore *state)
+{
+    int blocked = 0;
+    if (state->held_key != NULL) {
+        blocked = holder_blocked(self, state->held_key, state->held_record);
+    }
+    else if (state->holder != NULL && state->holder != Py_None) {
+        PyObject *holder = Py_NewRef(state->holder);
+        if (PyTuple_Check(holder) && PyTuple_GET_SIZE(holder) == 5) {
+            blocked = holder_blocked(self, PyTuple_GET_ITEM(holder, 0),
+                                     PyTuple_GET_ITEM(holder, 1));
+        }
+        else {
+            PyObject *answer = PyObject_CallOneArg(self->blocked, holder);
+            blocked = answer == NULL ? -1 : PyObject_IsTrue(answer);
+            Py_XDECREF(answer);
+        }
+        Py_DECREF(holder);
+    }
+    if (blocked != 0 || state->holds == NULL || state->holds == Py_None) {
+        return blocked;
+    }
+    /* Other holds (not an asyncio.Lock's): rare, left to SyncTracker._blocked. */
+    PyObject *holds = PySequence_List(state->holds);
+    if (holds == NULL) {
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(holds) && blocked == 0; i++) {
+        PyObject *answer = PyObject_CallOneArg(self->blocked, PyList_GET_ITEM(holds, i));
+        blocked = answer == NULL ? -1 : PyObject_IsTrue(answer);
+        Py_XDECREF(answer);
+    }
+    Py_DECREF(holds);
+    return blocked;
+}
+
+/* The state of `lock` for the contended path (borrowed), or NULL: with an exception
+   set on error, without one when the lock is not tracked. */
+static LockCore *
+wait_state(PyObject *self_op, PyObject *lock)
+{
+    if (((LockHooks *)self_op)->tracker == NULL) {
+        PyErr_SetString(PyExc_TypeError, "LockHooks made without a tracker");
+        return NULL;
+    }
+    return find_state((LockHooks *)self_op, lock);
+}
+
+/* LockHooks.wait_begin(lock): the calling wrapper's task is about to block acquiring
+   `lock` (at the wrapper's caller's line). Registers the waiter (and the wait-for
+   edge), walks the wait-for graph when a holder is itself blocked, and returns the
+   token for wait_end (the task's key), or None when `lock` is not tracked. Twin of SyncTracker.wait_begin with
+   operation "acquire"; the pure-Python twin is `wait_begin` in
+   _compat_sync._pure_lock_hooks. */
+static PyObject *
+hooks_wait_begin(PyObject *op, PyObject *arg)
+{
+    LockHooks *self = (LockHooks *)op;
+    LockCore *state = wait_state(op, arg);
+    if (state == NULL) {
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    }
+    Py_INCREF(state);
+    PyObject *result = NULL, *key = NULL, *record = NULL, *frame = NULL, *code = NULL;
+    PyObject *since = NULL, *lasti_obj = NULL, *entry = NULL;
+    key = current_key(self, state);
+    if (key == NULL) {
+        goto done;
+    }
+    record = PyDict_GetItemWithError(self->live, key);
+    if (record == NULL && PyErr_Occurred()) {
+        goto done;
+    }
+    record = Py_NewRef(record != NULL ? record : Py_None);
+    PyObject *depth = one;
+    frame = PyObject_Vectorcall(self->getframe, &depth, 1, NULL);
+    if (frame == NULL) {
+        goto done;
+    }
+    if (!PyFrame_Check(frame)) {
+        PyErr_SetString(PyExc_TypeError, "sys._getframe returned a non-frame");
+        goto done;
+    }
+    code = (PyObject *)PyFrame_GetCode((PyFrameObject *)frame);
+    if (code == state->site_code) {
+        lasti_obj = PyLong_FromLong(PyFrame_GetLasti((PyFrameObject *)frame));
+    }
+    else {
+        /* A new site: the slow path finds the user's frame (and remembers it). */
+        PyObject *args[] = {(PyObject *)state, frame};
+        PyObject *site = PyObject_Vectorcall(self->site, args, 2, NULL);
+        if (site == NULL) {
+            goto done;
+        }
+        if (!PyTuple_Check(site) || PyTuple_GET_SIZE(site) != 2) {
+            PyErr_Format(PyExc_TypeError, "site() returned %R", site);
+            Py_DECREF(site);
+            goto done;
+        }
+        Py_SETREF(code, Py_NewRef(PyTuple_GET_ITEM(site, 0)));
+        lasti_obj = Py_NewRef(PyTuple_GET_ITEM(site, 1));
+        Py_DECREF(site);
+    }
+    if (lasti_obj == NULL) {
+        goto done;
+    }
+    long long now;
+    if (read_clock(self, &now) < 0 || (since = PyLong_FromLongLong(now)) == NULL) {
+        goto done;
+    }
+    if (state->waits == NULL || state->waits == Py_None) {
+        PyObject *waits = PyDict_New();
+        if (waits == NULL) {
+            goto done;
+        }
+        Py_XSETREF(state->waits, waits);
+    }
+    else if (!PyDict_Check(state->waits)) {
+        PyErr_SetString(PyExc_TypeError, "waits is not a dict");
+        goto done;
+    }
+    entry = PyTuple_Pack(5, record, since, code, lasti_obj, str_acquire);
+    if (entry == NULL) {
+        goto done;
+    }
+    PyObject *waits = Py_NewRef(state->waits);
+    int status = PyDict_SetItem(waits, key, entry);
+    Py_DECREF(waits);
+    if (status < 0) {
+        goto done;
+    }
+    int holding = state->kind == NULL ? 0 : PySet_Contains(self->holding_kinds, state->kind);
+    if (holding < 0) {
+        goto done;
+    }
+    if (holding) {
+        if (PyDict_SetItem(self->waiting, key, (PyObject *)state) < 0) {
+            goto done;
+        }
+        /* Only a holder that is itself blocked, or awaits a task, can close a cycle:
+           check that cheaply before walking the graph (in Python: it is rare). */
+        int blocked = holders_blocked(self, state);
+        if (blocked < 0) {
+            goto done;
+        }
+        if (blocked && call_hook(self->check_deadlock, &key, 1) < 0) {
+            goto done;
+        }
+    }
+    result = Py_NewRef(key);
+done:
+    Py_XDECREF(entry);
+    Py_XDECREF(since);
+    Py_XDECREF(lasti_obj);
+    Py_XDECREF(code);
+    Py_XDECREF(frame);
+    Py_XDECREF(record);
+    Py_XDECREF(key);
+    Py_DECREF(state);
+    return result;
+}
+
+/* LockHooks.wait_end(lock, token, exc): the wait wait_begin returned `token` for
+   ended: acquired (`exc` None: the task now holds the lock), or raised `exc`
+   (cancelled or timed out when it is one of the tracker's cancelled_types). Twin of
+   SyncTracker.wait_end. */
+static PyObject *
+hooks_wait_end(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    LockHooks *self = (LockHooks *)op;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "wait_end(lock, token, exc)");
+        return NULL;
+    }
+    LockCore *state = wait_state(op, args[0]);
+    if (state == NULL) {
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    }
+    PyObject *key = args[1], *exc = args[2];
+    Py_INCREF(state);
+    PyObject *result = NULL, *entry = NULL;
+    long long now;
+    if (read_clock(self, &now) < 0) {
+        goto done;
+    }
+    if (state->waits != NULL && state->waits != Py_None) {
+        PyObject *waits = Py_NewRef(state->waits);
+        if (!PyDict_Check(waits)) {
+            PyErr_SetString(PyExc_TypeError, "waits is not a dict");
+            Py_DECREF(waits);
+            goto done;
+        }
+        entry = Py_XNewRef(PyDict_GetItemWithError(waits, key));
+        int status = entry == NULL ? (PyErr_Occurred() ? -1 : 0) : PyDict_DelItem(waits, key);
+        if (status == 0 && PyDict_GET_SIZE(waits) == 0 && state->waits == waits) {
+            Py_SETREF(state->waits, Py_NewRef(Py_None));
+        }
+        Py_DECREF(waits);
+        if (status < 0) {
+            goto done;
+        }
+    }
+    PyObject *edge = PyDict_GetItemWithError(self->waiting, key);
+    if (edge == NULL && PyErr_Occurred()) {
+        goto done;
+    }
+    if (edge == (PyObject *)state && PyDict_DelItem(self->waiting, key) < 0) {
+        goto done;
+    }
+    if (entry != NULL && (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 5)) {
+        PyErr_Format(PyExc_TypeError, "wait entry expected, got %R", entry);
+        goto done;
+    }
+    if (entry != NULL) {
+        /* (An entry is missing only if something else removed it: then neither its
+           start nor its site is known, and the hold below starts now, at no site.) */
+        long long since, waited, longest;
+        if (as_ns(PyTuple_GET_ITEM(entry, 1), &since) < 0) {
+            goto done;
+        }
+        if (subtract(now, since, &waited)) {
+            PyErr_SetString(PyExc_OverflowError, "wait time out of range");
+            goto done;
+        }
+        if (state->wait_max == NULL || as_ns(state->wait_max, &longest) < 0) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_AttributeError, "wait_max");
+            }
+            goto done;
+        }
+        if (waited > longest) {
+            PyObject *value = PyLong_FromLongLong(waited);
+            if (value == NULL) {
+                goto done;
+            }
+            set_field(&state->wait_max, value);
+        }
+        if (count_hold(state, (int)(WAIT_BUCKETS + bit_length(waited))) < 0) {
+            goto done;
+        }
+    }
+    if (exc != Py_None) {
+        PyObject *types = PyObject_GetAttr(self->tracker, str_cancelled_types);
+        if (types == NULL) {
+            goto done;
+        }
+        int cancelled = PyObject_IsInstance(exc, types);
+        Py_DECREF(types);
+        if (cancelled < 0) {
+            goto done;
+        }
+        if (cancelled) {
+            if (state->cancelled_waits == NULL) {
+                PyErr_SetString(PyExc_AttributeError, "cancelled_waits");
+                goto done;
+            }
+            PyObject *value = PyNumber_Add(state->cancelled_waits, one);
+            if (value == NULL) {
+                goto done;
+            }
+            set_field(&state->cancelled_waits, value);
+        }
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    /* Acquired: now held by `key` (SyncTracker.add_hold), at the wait's site. */
+    PyObject *record = entry != NULL ? PyTuple_GET_ITEM(entry, 0) : Py_None;
+    PyObject *code = entry != NULL ? PyTuple_GET_ITEM(entry, 2) : Py_None;
+    long lasti = 0;
+    if (entry != NULL) {
+        lasti = PyLong_AsLong(PyTuple_GET_ITEM(entry, 3));
+        if (lasti == -1 && PyErr_Occurred()) {
+            goto done;
+        }
+    }
+    int single = state->held_key == NULL &&
+                 (state->holder == NULL || state->holder == Py_None) && state->kind != NULL;
+    if (single) {
+        single = state->kind == str_lock ? 1
+                                         : PyObject_RichCompareBool(state->kind, str_lock, Py_EQ);
+        if (single < 0) {
+            goto done;
+        }
+    }
+    if (single && lasti >= INT_MIN && lasti <= INT_MAX) {
+        set_holder(state, NULL);
+        state->held_key = Py_NewRef(key);
+        state->held_record = Py_NewRef(record);
+        state->held_code = Py_NewRef(code);
+        state->held_since = now;
+        state->held_lasti = (int)lasti;
+    }
+    else {
+        PyObject *hold = hold_tuple(key, record, now, code, (int)lasti);
+        if (hold == NULL) {
+            goto done;
+        }
+        PyObject *call_args[] = {(PyObject *)state, hold};
+        int failed = call_hook(self->add_hold, call_args, 2);
+        Py_DECREF(hold);
+        if (failed) {
+            goto done;
+        }
+    }
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(entry);
+    Py_DECREF(state);
+    return result;
+}
+
 static PyMethodDef hooks_methods[] = {
     {"enter", hooks_enter, METH_O,
      "Record that the running task took `lock` without waiting (at the caller's line)."},
@@ -867,6 +1337,10 @@ static PyMethodDef hooks_methods[] = {
      "False when the class's acquire was replaced since; else enter(lock) and True."},
     {"aexit", hooks_aexit, METH_O,
      "False when the class's release was replaced since; else exit(lock) and True."},
+    {"wait_begin", hooks_wait_begin, METH_O,
+     "The running task starts blocking on `lock`: a token for wait_end (None: untracked)."},
+    {"wait_end", (PyCFunction)(void (*)(void))hooks_wait_end, METH_FASTCALL,
+     "wait_end(lock, token, exc): the wait ended (acquired when exc is None)."},
     {NULL},
 };
 
@@ -896,11 +1370,17 @@ PyInit__lock_speedups(void)
 {
     zero = PyLong_FromLong(0);
     one = PyLong_FromLong(1);
-    str_holds = PyUnicode_InternFromString("holds");
-    str_acquire = PyUnicode_InternFromString("acquire");
-    str_release = PyUnicode_InternFromString("release");
-    if (zero == NULL || one == NULL || str_holds == NULL || str_acquire == NULL ||
-        str_release == NULL ||
+    static const InternedName names[] = {
+        {&str_holds, "holds"},
+        {&str_acquire, "acquire"},
+        {&str_release, "release"},
+        {&str_ref, "ref"},
+        {&str_fut_waiter, "_fut_waiter"},
+        {&str_cancelled_types, "cancelled_types"},
+        {&str_lock, "lock"},
+    };
+    if (zero == NULL || one == NULL ||
+        intern_names(names, sizeof(names) / sizeof(names[0])) < 0 ||
         PyType_Ready(&LockCoreType) < 0 || PyType_Ready(&LockHooksType) < 0) {
         return NULL;
     }

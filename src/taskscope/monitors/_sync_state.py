@@ -104,25 +104,21 @@ class PrimitiveState(LockCore):
 
     Everything but the identity is created on first use, so a primitive that is never
     contended costs one object, one weak reference and one histogram dict. The fields
-    the uncontended ``asyncio.Lock`` path touches (``holder``, ``hist``, ``hold_max``,
-    ``site_code``, ``loop``, ``ref``) live in the base class, a C struct when the lock
-    accelerator is built (`_accel.LockCore`).
+    the ``asyncio.Lock`` path touches (``holder``, ``holds``, ``hist``, ``hold_max``,
+    ``site_code``, ``loop``, ``ref``; for waits ``kind``, ``waits``, ``wait_max``,
+    ``cancelled_waits``) live in the base class, a C struct when the lock accelerator
+    is built (`_accel.LockCore`).
     """
 
     __slots__ = (
         "acquiring",
         "backend",
-        "cancelled_waits",
         "capacity",
         "created_at",
         "held_too_long",
-        "holds",
         "id",
-        "kind",
         "name",
         "type_name",
-        "wait_max",
-        "waits",
         "worst_hold",
     )
 
