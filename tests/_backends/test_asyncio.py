@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import gc
 import logging
 import sys
@@ -611,13 +610,9 @@ class TestFaults:
         def broken(record: Any, task: Any, ended: float | None = None) -> None:
             raise RuntimeError("accounting bug")
 
-        class BrokenHistory(collections.deque[Any]):
-            def append(self, item: Any) -> None:
-                raise RuntimeError("accounting bug")
-
-        # The Python finish, and the history the C fast path for completed tasks uses.
+        # The Python finish, and the registry's (whose C twin files completed tasks).
         monkeypatch.setattr(backend, "finish", broken)
-        monkeypatch.setattr(backend.registry, "history", BrokenHistory())
+        monkeypatch.setattr(backend.registry, "task_finished", broken)
         monkeypatch.setattr(backend, "_timed_step", backend._make_timed_step())
         # Reinstall the wrappers so the broken accounting is the one in use.
         backend.uninstall()

@@ -209,13 +209,7 @@ class AsyncioBackend:
             # Same logic as `_make_pure_timed_step`, in C (_speedups.c: TimedStep), and
             # `finish` for a task that completed, in C too (TaskFinisher).
             registry = self.registry
-            finish = _speedups.TaskFinisher(
-                self.finish,
-                self.instruments,
-                registry.live,
-                registry.ref_keys,
-                registry.history,
-            )
+            finish = _speedups.TaskFinisher(self.finish, self.instruments, registry.task_finished)
             # note_suspension's walk of the await chain too, with the frame-kind cache.
             timed: Callable[..., None] = _speedups.TimedStep(
                 registry.clock,
@@ -372,19 +366,13 @@ class AsyncioBackend:
     def _make_task_recorder(
         self, current_tasks: dict[Any, Any]
     ) -> Callable[[Any, Any], TaskRecord | None]:
-        registry = self.registry
         recorder: Callable[[Any, Any], TaskRecord | None] = _speedups.TaskRecorder(
             self._discover,
             task_types,
             self._frame_kinds,
             current_tasks,
             AsyncioTaskRecord,
-            registry.live,
-            registry.sites,
-            registry.ref_keys,
-            registry.ids,
-            registry.gone_callback,
-            registry.clock,
+            self.registry.new_record,  # the registry's C RecordMaker files the record
         )
         return recorder
 

@@ -63,7 +63,8 @@ typedef struct {
     PyObject *wait_max;  /* int, ns */
     PyObject *cancelled_waits; /* int */
     /* The parts of a hold recorded here that Python has not looked at yet: the tuple
-       is built only when `holder` is read (most holds end unseen). */
+       is built only when `holder` is read (most holds end unseen). (The object fields
+       run from `holder` to `held_code`: lock_core_traverse visits them as one span.) */
     PyObject *held_key; /* NULL when there is none */
     PyObject *held_record;
     PyObject *held_code;
@@ -296,41 +297,14 @@ static int
 lock_core_traverse(PyObject *op, visitproc visit, void *arg)
 {
     LockCore *self = (LockCore *)op;
-    Py_VISIT(self->holder);
-    Py_VISIT(self->held_key);
-    Py_VISIT(self->held_record);
-    Py_VISIT(self->held_code);
-    Py_VISIT(self->hist);
-    Py_VISIT(self->hold_max);
-    Py_VISIT(self->site_code);
-    Py_VISIT(self->loop);
-    Py_VISIT(self->ref);
-    Py_VISIT(self->kind);
-    Py_VISIT(self->waits);
-    Py_VISIT(self->holds);
-    Py_VISIT(self->wait_max);
-    Py_VISIT(self->cancelled_waits);
-    return 0;
+    return visit_fields(OBJECT_FIELDS(LockCore, self, holder, held_code), visit, arg);
 }
 
 static int
 lock_core_clear(PyObject *op)
 {
     LockCore *self = (LockCore *)op;
-    Py_CLEAR(self->holder);
-    Py_CLEAR(self->held_key);
-    Py_CLEAR(self->held_record);
-    Py_CLEAR(self->held_code);
-    Py_CLEAR(self->hist);
-    Py_CLEAR(self->hold_max);
-    Py_CLEAR(self->site_code);
-    Py_CLEAR(self->loop);
-    Py_CLEAR(self->ref);
-    Py_CLEAR(self->kind);
-    Py_CLEAR(self->waits);
-    Py_CLEAR(self->holds);
-    Py_CLEAR(self->wait_max);
-    Py_CLEAR(self->cancelled_waits);
+    clear_fields(OBJECT_FIELDS(LockCore, self, holder, held_code));
     return 0;
 }
 

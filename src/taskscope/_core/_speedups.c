@@ -1038,6 +1038,106 @@ weakref_target(PyObject *ref)
 #endif
 }
 
+/* ---------------------------------------------------------------- filing records */
+
+static PyObject *str_coro, *str_cr_suspended, *str_cr_code, *str_get_name, *str_append, *str_exception,
+    *str_finished_hook, *empty_tuple;
+
+/* Registry.new_record's C twin (the registry's `new_record` when the accelerator is
+   built): the registry's containers a record is filed in. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *slow; /* Registry._new_record: every case this does not handle */
+    PyObject *live;
+    PyObject *sites;
+    PyObject *ref_keys;
+    PyObject *ids;
+    PyObject *gone;
+    PyObject *clock;
+    vectorcallfunc vectorcall;
+} RecordMaker;
+
+static PyTypeObject RecordMakerType;
+
+/* The aggregate of the site (code, line) when the registry has one that every record
+   of the site can share (borrowed), else NULL (with an exception set on error). The key
+   is site_key_of's in _registry.py. */
+static SiteCore *
+site_at(PyObject *sites, PyObject *code, long line)
+{
+    unsigned long long address = (unsigned long long)(uintptr_t)code;
+    if (line <= 0 || line >= LINE_SPAN || address >= ADDRESS_SPAN) {
+        return NULL;
+    }
+    PyObject *key = PyLong_FromUnsignedLongLong(address | ((unsigned long long)line << LINE_SHIFT));
+    if (key == NULL) {
+        return NULL;
+    }
+    PyObject *site = PyDict_GetItemWithError(sites, key); /* borrowed */
+    Py_DECREF(key);
+    if (site == NULL || !PyObject_TypeCheck(site, &SiteCoreType) ||
+        ((SiteCore *)site)->raw == Py_None) {
+        return NULL;
+    }
+    return (SiteCore *)site;
+}
+
+/* Create and file the record of a new task created at a known site (`site`, whose `raw`
+   is the location tuple every task of the site shares). New reference, NULL on error. */
+static PyObject *
+new_record_in(RecordMaker *maker, PyObject *record_class, PyObject *task, PyObject *code,
+              SiteCore *site, PyObject *parent_id)
+{
+    site->created += 1;
+    site->alive += 1;
+    PyObject *key = PyLong_FromVoidPtr(task);
+    if (key == NULL) {
+        return NULL;
+    }
+    PyObject *record = NULL, *ref = NULL, *ref_key = NULL, *next_id = NULL;
+    ref = PyWeakref_NewRef(task, maker->gone);
+    if (ref == NULL || (ref_key = PyLong_FromVoidPtr(ref)) == NULL ||
+        PyDict_SetItem(maker->ref_keys, ref_key, key) < 0) {
+        goto error;
+    }
+    PyTypeObject *cls = (PyTypeObject *)record_class;
+    record = cls->tp_new(cls, empty_tuple, NULL);
+    if (record == NULL || (next_id = PyIter_Next(maker->ids)) == NULL) {
+        goto error;
+    }
+    RecordCore *core = (RecordCore *)record;
+    core->id = PyLong_AsSsize_t(next_id);
+    if (core->id == -1 && PyErr_Occurred()) {
+        goto error;
+    }
+    double created = read_clock(maker->clock);
+    if (created == -1.0 && PyErr_Occurred()) {
+        goto error;
+    }
+    core->created = created;
+    Py_SETREF(core->code, Py_NewRef(code));
+    Py_SETREF(core->created_at, Py_NewRef(site->raw));
+    Py_SETREF(core->parent_id, Py_NewRef(parent_id));
+    Py_SETREF(core->owner_key, Py_NewRef(key));
+    Py_SETREF(core->ref, Py_NewRef(ref));
+    Py_SETREF(core->site, Py_NewRef((PyObject *)site));
+    if (PyDict_SetItem(maker->live, key, record) < 0) {
+        goto error;
+    }
+    Py_DECREF(key);
+    Py_DECREF(ref);
+    Py_DECREF(ref_key);
+    Py_DECREF(next_id);
+    return record;
+error:
+    Py_DECREF(key);
+    Py_XDECREF(ref);
+    Py_XDECREF(ref_key);
+    Py_XDECREF(next_id);
+    Py_XDECREF(record);
+    return NULL;
+}
+
 /* ---------------------------------------------------------------- TaskRecorder */
 
 /* discover(task, loop): the record of a task that schedules a step untracked, or None.
@@ -1052,20 +1152,13 @@ typedef struct {
     PyObject *frame_kinds; /* id(code) -> frame kind */
     PyObject *current_tasks; /* asyncio's {loop: running task} */
     PyObject *record_class;
-    PyObject *live;
-    PyObject *sites;
-    PyObject *ref_keys;
-    PyObject *ids;
-    PyObject *gone;
-    PyObject *clock;
+    PyObject *maker;    /* the registry's RecordMaker, which files the record */
     PyObject *loop_ref; /* weakref to the loop the slow path saw last, or NULL */
     vectorcallfunc vectorcall;
     KindSlot kind_cache[KIND_SLOTS];
     LineSlot line_cache[LINE_SLOTS];
 } TaskRecorder;
 
-static PyObject *str_coro, *str_cr_suspended, *str_cr_code, *str_get_name, *str_append, *str_exception,
-    *str_finished_hook, *empty_tuple;
 
 static int
 is_known_task(TaskRecorder *self, PyObject *task)
@@ -1122,8 +1215,8 @@ parent_id_of(TaskRecorder *self, PyObject *loop)
     if (key == NULL) {
         return NULL;
     }
-    PyObject *record = PyDict_GetItemWithError(self->live, key); /* borrowed */
-    Py_DECREF(key);
+    PyObject *record = PyDict_GetItemWithError(((RecordMaker *)self->maker)->live, key);
+    Py_DECREF(key); /* `record` is borrowed */
     if (record == NULL) {
         return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
     }
@@ -1131,82 +1224,6 @@ parent_id_of(TaskRecorder *self, PyObject *loop)
         Py_RETURN_NONE;
     }
     return PyLong_FromSsize_t(((RecordCore *)record)->id);
-}
-
-/* Registry.new_record for a task created at a known site (`site`, whose `raw` is the
-   location tuple every task of the site shares). New reference, NULL on error. */
-/* The registry's containers a record is filed in (Registry: live, ref_keys, ids,
-   gone_callback, clock). */
-typedef struct {
-    PyObject *record_class;
-    PyObject *live;
-    PyObject *ref_keys;
-    PyObject *ids;
-    PyObject *gone;
-    PyObject *clock;
-} RegistryParts;
-
-static PyObject *
-new_record_in(RegistryParts *self, PyObject *task, PyObject *code, SiteCore *site,
-              PyObject *parent_id)
-{
-    site->created += 1;
-    site->alive += 1;
-    PyObject *key = PyLong_FromVoidPtr(task);
-    if (key == NULL) {
-        return NULL;
-    }
-    PyObject *record = NULL, *ref = NULL, *ref_key = NULL, *next_id = NULL;
-    ref = PyWeakref_NewRef(task, self->gone);
-    if (ref == NULL || (ref_key = PyLong_FromVoidPtr(ref)) == NULL ||
-        PyDict_SetItem(self->ref_keys, ref_key, key) < 0) {
-        goto error;
-    }
-    PyTypeObject *cls = (PyTypeObject *)self->record_class;
-    record = cls->tp_new(cls, empty_tuple, NULL);
-    if (record == NULL || (next_id = PyIter_Next(self->ids)) == NULL) {
-        goto error;
-    }
-    RecordCore *core = (RecordCore *)record;
-    core->id = PyLong_AsSsize_t(next_id);
-    if (core->id == -1 && PyErr_Occurred()) {
-        goto error;
-    }
-    double created = read_clock(self->clock);
-    if (created == -1.0 && PyErr_Occurred()) {
-        goto error;
-    }
-    core->created = created;
-    Py_SETREF(core->code, Py_NewRef(code));
-    Py_SETREF(core->created_at, Py_NewRef(site->raw));
-    Py_SETREF(core->parent_id, Py_NewRef(parent_id));
-    Py_SETREF(core->owner_key, Py_NewRef(key));
-    Py_SETREF(core->ref, Py_NewRef(ref));
-    Py_SETREF(core->site, Py_NewRef((PyObject *)site));
-    if (PyDict_SetItem(self->live, key, record) < 0) {
-        goto error;
-    }
-    Py_DECREF(key);
-    Py_DECREF(ref);
-    Py_DECREF(ref_key);
-    Py_DECREF(next_id);
-    return record;
-error:
-    Py_DECREF(key);
-    Py_XDECREF(ref);
-    Py_XDECREF(ref_key);
-    Py_XDECREF(next_id);
-    Py_XDECREF(record);
-    return NULL;
-}
-
-static PyObject *
-new_record(TaskRecorder *self, PyObject *task, PyObject *code, SiteCore *site,
-           PyObject *parent_id)
-{
-    RegistryParts parts = {self->record_class, self->live,  self->ref_keys,
-                           self->ids,          self->gone,  self->clock};
-    return new_record_in(&parts, task, code, site, parent_id);
 }
 
 /* The loop is the one the slow path saw last (so the loop monitor knows it). */
@@ -1292,7 +1309,7 @@ discover_fast(TaskRecorder *self, PyObject *task, PyObject *loop, PyObject **rec
         return 0;
     }
     int status = 0;
-    PyObject *coro = NULL, *suspended = NULL, *code = NULL, *frame_code = NULL, *key = NULL,
+    PyObject *coro = NULL, *suspended = NULL, *code = NULL, *frame_code = NULL,
              *parent_id = NULL, *done = NULL;
     done = PyObject_CallMethodNoArgs(task, str_done);
     if (done != Py_False) {
@@ -1336,21 +1353,9 @@ discover_fast(TaskRecorder *self, PyObject *task, PyObject *loop, PyObject **rec
         goto exit;
     }
     status = 0;
-    unsigned long long address = (unsigned long long)(uintptr_t)frame_code;
-    if (line <= 0 || line >= LINE_SPAN || address >= ADDRESS_SPAN) {
-        goto exit;
-    }
-    key = PyLong_FromUnsignedLongLong(address | ((unsigned long long)line << LINE_SHIFT));
-    if (key == NULL) {
-        status = -1;
-        goto exit;
-    }
-    PyObject *site = PyDict_GetItemWithError(self->sites, key); /* borrowed */
+    PyObject *site = (PyObject *)site_at(((RecordMaker *)self->maker)->sites, frame_code, line);
     if (site == NULL) { /* a new site: the slow path creates its aggregate */
         status = PyErr_Occurred() ? -1 : 0;
-        goto exit;
-    }
-    if (!PyObject_TypeCheck(site, &SiteCoreType) || ((SiteCore *)site)->raw == Py_None) {
         goto exit;
     }
     parent_id = parent_id_of(self, loop);
@@ -1359,7 +1364,8 @@ discover_fast(TaskRecorder *self, PyObject *task, PyObject *loop, PyObject **rec
         goto exit;
     }
     Py_INCREF(site);
-    *record = new_record(self, task, code, (SiteCore *)site, parent_id);
+    *record = new_record_in((RecordMaker *)self->maker, self->record_class, task, code,
+                            (SiteCore *)site, parent_id);
     Py_DECREF(site);
     status = *record == NULL ? -1 : 1;
 exit:
@@ -1368,7 +1374,6 @@ exit:
     Py_XDECREF(suspended);
     Py_XDECREF(code);
     Py_XDECREF(frame_code);
-    Py_XDECREF(key);
     Py_XDECREF(parent_id);
     return status;
 }
@@ -1403,16 +1408,13 @@ static int
 task_recorder_init(PyObject *op, PyObject *args, PyObject *kwargs)
 {
     TaskRecorder *self = (TaskRecorder *)op;
-    static char *keywords[] = {"slow", "task_types", "frame_kinds", "current_tasks",
-                               "record_class", "live", "sites", "ref_keys", "ids", "gone",
-                               "clock", NULL};
-    PyObject *slow, *task_types, *frame_kinds, *current_tasks, *record_class, *live, *sites,
-        *ref_keys, *ids, *gone, *clock;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO!O!O!O!O!O!O!OOO:TaskRecorder", keywords,
-                                     &slow, &PyTuple_Type, &task_types, &PyDict_Type,
-                                     &frame_kinds, &PyDict_Type, &current_tasks, &PyType_Type,
-                                     &record_class, &PyDict_Type, &live, &PyDict_Type, &sites,
-                                     &PyDict_Type, &ref_keys, &ids, &gone, &clock)) {
+    static char *keywords[] = {"slow",         "task_types", "frame_kinds", "current_tasks",
+                               "record_class", "maker",      NULL};
+    PyObject *slow, *task_types, *frame_kinds, *current_tasks, *record_class, *maker;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO!O!O!O!O!:TaskRecorder", keywords, &slow,
+                                     &PyTuple_Type, &task_types, &PyDict_Type, &frame_kinds,
+                                     &PyDict_Type, &current_tasks, &PyType_Type, &record_class,
+                                     &RecordMakerType, &maker)) {
         return -1;
     }
     if (!PyType_IsSubtype((PyTypeObject *)record_class, &RecordCoreType)) {
@@ -1424,12 +1426,7 @@ task_recorder_init(PyObject *op, PyObject *args, PyObject *kwargs)
     Py_XSETREF(self->frame_kinds, Py_NewRef(frame_kinds));
     Py_XSETREF(self->current_tasks, Py_NewRef(current_tasks));
     Py_XSETREF(self->record_class, Py_NewRef(record_class));
-    Py_XSETREF(self->live, Py_NewRef(live));
-    Py_XSETREF(self->sites, Py_NewRef(sites));
-    Py_XSETREF(self->ref_keys, Py_NewRef(ref_keys));
-    Py_XSETREF(self->ids, Py_NewRef(ids));
-    Py_XSETREF(self->gone, Py_NewRef(gone));
-    Py_XSETREF(self->clock, Py_NewRef(clock));
+    Py_XSETREF(self->maker, Py_NewRef(maker));
     Py_CLEAR(self->loop_ref);
     memset(self->kind_cache, 0, sizeof(self->kind_cache));
     memset(self->line_cache, 0, sizeof(self->line_cache));
@@ -1479,22 +1476,11 @@ static PyTypeObject TaskRecorderType = {
 
 /* Registry.new_record(task, record_class, created_at, code, parent_id) for a task
    created at a known site: what the trio backend and the asyncio backend's slow path
-   call. Anything else (a new site, no creation site, a record class not built on
-   RecordCore) goes to `slow`, the Python method. */
-typedef struct {
-    PyObject_HEAD
-    PyObject *slow;
-    PyObject *live;
-    PyObject *sites;
-    PyObject *ref_keys;
-    PyObject *ids;
-    PyObject *gone;
-    PyObject *clock;
-    vectorcallfunc vectorcall;
-} RecordMaker;
+   call (the struct is above, with new_record_in). Anything else (a new site, no
+   creation site, a record class not built on RecordCore) goes to `slow`, the Python
+   method. */
 
-/* The known site of a (code, line) creation site (borrowed), or NULL (none; error set
-   if any). */
+/* The site of a (code, line) creation site, as site_at. */
 static SiteCore *
 known_site(PyObject *sites, PyObject *created_at)
 {
@@ -1504,22 +1490,11 @@ known_site(PyObject *sites, PyObject *created_at)
         return NULL;
     }
     long line = PyLong_AsLong(PyTuple_GET_ITEM(created_at, 1));
-    unsigned long long address = (unsigned long long)(uintptr_t)PyTuple_GET_ITEM(created_at, 0);
-    if (line <= 0 || line >= LINE_SPAN || address >= ADDRESS_SPAN) {
-        PyErr_Clear();
+    if (line == -1 && PyErr_Occurred()) {
+        PyErr_Clear(); /* a line too large for a long: not a key site_at makes */
         return NULL;
     }
-    PyObject *key = PyLong_FromUnsignedLongLong(address | ((unsigned long long)line << LINE_SHIFT));
-    if (key == NULL) {
-        return NULL;
-    }
-    PyObject *site = PyDict_GetItemWithError(sites, key); /* borrowed */
-    Py_DECREF(key);
-    if (site == NULL || !PyObject_TypeCheck(site, &SiteCoreType) ||
-        ((SiteCore *)site)->raw == Py_None) {
-        return NULL;
-    }
-    return (SiteCore *)site;
+    return site_at(sites, PyTuple_GET_ITEM(created_at, 0), line);
 }
 
 static PyObject *
@@ -1532,9 +1507,7 @@ record_maker_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyOb
         SiteCore *site = known_site(self->sites, args[2]);
         if (site != NULL) {
             Py_INCREF(site);
-            RegistryParts parts = {args[1],   self->live, self->ref_keys,
-                                   self->ids, self->gone, self->clock};
-            PyObject *record = new_record_in(&parts, args[0], args[3], site, args[4]);
+            PyObject *record = new_record_in(self, args[1], args[0], args[3], site, args[4]);
             Py_DECREF(site);
             return record;
         }
@@ -1632,11 +1605,24 @@ typedef struct {
     PyObject_HEAD
     PyObject *slow;
     PyObject *instruments;
+    PyObject *filer; /* Registry.task_finished: its C RecordFiler files completed tasks
+                        here; anything else means every ending goes to `slow` */
+    vectorcallfunc vectorcall;
+} TaskFinisher;
+
+/* Registry.task_finished's C twin (RecordFiler, below): the registry's containers a
+   finished record is filed in. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *slow; /* Registry._task_finished: every other ending */
     PyObject *live;
     PyObject *ref_keys;
     PyObject *history;
+    PyObject *clock;
     vectorcallfunc vectorcall;
-} TaskFinisher;
+} RecordFiler;
+
+static PyTypeObject RecordFilerType;
 
 #define COMPLETED 1
 
@@ -1656,8 +1642,7 @@ fold_into_site(SiteCore *site, RecordCore *core, double ended)
 /* Registry.task_finished(record, COMPLETED, task, ended): `name` is the task's name
    just read (a new reference; NULL with an exception set when reading it failed). */
 static int
-file_completed(PyObject *live, PyObject *ref_keys, PyObject *history, RecordCore *core,
-               PyObject *name, PyObject *ended)
+file_completed(RecordFiler *filer, RecordCore *core, PyObject *name, PyObject *ended)
 {
     double end = PyFloat_AsDouble(ended);
     if (end == -1.0 && PyErr_Occurred()) {
@@ -1673,7 +1658,7 @@ file_completed(PyObject *live, PyObject *ref_keys, PyObject *history, RecordCore
         Py_XDECREF(name);
         PyErr_Clear(); /* keep the last known name */
     }
-    if (PyDict_DelItem(live, core->owner_key) < 0) {
+    if (PyDict_DelItem(filer->live, core->owner_key) < 0) {
         if (!PyErr_ExceptionMatches(PyExc_KeyError)) {
             return -1;
         }
@@ -1685,7 +1670,7 @@ file_completed(PyObject *live, PyObject *ref_keys, PyObject *history, RecordCore
         if (ref_key == NULL) {
             return -1;
         }
-        int deleted = PyDict_DelItem(ref_keys, ref_key);
+        int deleted = PyDict_DelItem(filer->ref_keys, ref_key);
         Py_DECREF(ref_key);
         if (deleted < 0) {
             if (!PyErr_ExceptionMatches(PyExc_KeyError)) {
@@ -1698,7 +1683,7 @@ file_completed(PyObject *live, PyObject *ref_keys, PyObject *history, RecordCore
     if (PyObject_TypeCheck(core->site, &SiteCoreType)) {
         fold_into_site((SiteCore *)core->site, core, end);
     }
-    PyObject *r = PyObject_CallMethodOneArg(history, str_append, (PyObject *)core);
+    PyObject *r = PyObject_CallMethodOneArg(filer->history, str_append, (PyObject *)core);
     if (r == NULL) {
         return -1;
     }
@@ -1714,7 +1699,7 @@ static int
 finish_completed(TaskFinisher *self, RecordCore *core, PyObject *task, PyObject *ended)
 {
     PyObject *name = PyObject_CallMethodNoArgs(task, str_get_name);
-    return file_completed(self->live, self->ref_keys, self->history, core, name, ended);
+    return file_completed((RecordFiler *)self->filer, core, name, ended);
 }
 
 /* 1 when the task completed (not cancelled, no exception), 0 if not, -1 on error. */
@@ -1746,7 +1731,8 @@ task_finisher_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyO
     TaskFinisher *self = (TaskFinisher *)op;
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     if (nargs == 3 && (kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0) &&
-        PyFloat_CheckExact(args[2]) && PyObject_TypeCheck(args[0], &RecordCoreType)) {
+        PyFloat_CheckExact(args[2]) && PyObject_TypeCheck(args[0], &RecordCoreType) &&
+        Py_IS_TYPE(self->filer, &RecordFilerType)) {
         RecordCore *core = (RecordCore *)args[0];
         int hooked = PyDict_GET_SIZE(self->instruments) == 0
                          ? 0
@@ -1774,18 +1760,15 @@ static int
 task_finisher_init(PyObject *op, PyObject *args, PyObject *kwargs)
 {
     TaskFinisher *self = (TaskFinisher *)op;
-    static char *keywords[] = {"slow", "instruments", "live", "ref_keys", "history", NULL};
-    PyObject *slow, *instruments, *live, *ref_keys, *history;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO!O!O!O:TaskFinisher", keywords, &slow,
-                                     &PyDict_Type, &instruments, &PyDict_Type, &live,
-                                     &PyDict_Type, &ref_keys, &history)) {
+    static char *keywords[] = {"slow", "instruments", "filer", NULL};
+    PyObject *slow, *instruments, *filer;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO!O:TaskFinisher", keywords, &slow,
+                                     &PyDict_Type, &instruments, &filer)) {
         return -1;
     }
     Py_XSETREF(self->slow, Py_NewRef(slow));
     Py_XSETREF(self->instruments, Py_NewRef(instruments));
-    Py_XSETREF(self->live, Py_NewRef(live));
-    Py_XSETREF(self->ref_keys, Py_NewRef(ref_keys));
-    Py_XSETREF(self->history, Py_NewRef(history));
+    Py_XSETREF(self->filer, Py_NewRef(filer));
     self->vectorcall = task_finisher_vectorcall;
     return 0;
 }
@@ -1794,14 +1777,14 @@ static int
 task_finisher_traverse(PyObject *op, visitproc visit, void *arg)
 {
     TaskFinisher *self = (TaskFinisher *)op;
-    return visit_fields(OBJECT_FIELDS(TaskFinisher, self, slow, history), visit, arg);
+    return visit_fields(OBJECT_FIELDS(TaskFinisher, self, slow, filer), visit, arg);
 }
 
 static int
 task_finisher_clear(PyObject *op)
 {
     TaskFinisher *self = (TaskFinisher *)op;
-    clear_fields(OBJECT_FIELDS(TaskFinisher, self, slow, history));
+    clear_fields(OBJECT_FIELDS(TaskFinisher, self, slow, filer));
     return 0;
 }
 
@@ -1833,16 +1816,6 @@ static PyTypeObject TaskFinisherType = {
 /* Registry.task_finished(record, state, task, ended=None) for a record that completed:
    what the trio backend calls. The name is read with the record class's `name_of`.
    Any other ending goes to `slow`, the Python method. */
-typedef struct {
-    PyObject_HEAD
-    PyObject *slow;
-    PyObject *live;
-    PyObject *ref_keys;
-    PyObject *history;
-    PyObject *clock;
-    vectorcallfunc vectorcall;
-} RecordFiler;
-
 static PyObject *str_name_of;
 
 static PyObject *
@@ -1869,8 +1842,7 @@ record_filer_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyOb
         }
         PyObject *name =
             PyObject_CallMethodOneArg((PyObject *)Py_TYPE(args[0]), str_name_of, args[2]);
-        int status = file_completed(self->live, self->ref_keys, self->history,
-                                    (RecordCore *)args[0], name, ended);
+        int status = file_completed(self, (RecordCore *)args[0], name, ended);
         Py_DECREF(ended);
         if (status < 0) {
             return NULL;

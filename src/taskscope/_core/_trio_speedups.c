@@ -1070,21 +1070,14 @@ static int
 dispatch_traverse(PyObject *op, visitproc visit, void *arg)
 {
     Dispatch *self = (Dispatch *)op;
-    Py_VISIT(self->hooks);
-    Py_VISIT(self->data);
-    Py_VISIT(self->instrument);
-    Py_VISIT(self->original);
-    return 0;
+    return visit_fields(OBJECT_FIELDS(Dispatch, self, hooks, original), visit, arg);
 }
 
 static int
 dispatch_clear(PyObject *op)
 {
     Dispatch *self = (Dispatch *)op;
-    Py_CLEAR(self->hooks);
-    Py_CLEAR(self->data);
-    Py_CLEAR(self->instrument);
-    Py_CLEAR(self->original);
+    clear_fields(OBJECT_FIELDS(Dispatch, self, hooks, original));
     return 0;
 }
 
@@ -1096,16 +1089,6 @@ dispatch_dealloc(PyObject *op)
     Py_TYPE(op)->tp_free(op);
 }
 
-static PyObject *
-dispatch_call(PyObject *op, PyObject *args, PyObject *kwargs)
-{
-    if (((Dispatch *)op)->original == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "Dispatch is not initialised");
-        return NULL;
-    }
-    return PyVectorcall_Call(op, args, kwargs);
-}
-
 static PyTypeObject DispatchType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "taskscope._core._trio_speedups.Dispatch",
     .tp_doc = "Dispatch(*, hooks, data, instrument, original): trio's Instruments.call "
@@ -1113,7 +1096,7 @@ static PyTypeObject DispatchType = {
     .tp_basicsize = sizeof(Dispatch),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_vectorcall_offset = offsetof(Dispatch, vectorcall),
-    .tp_call = dispatch_call,
+    .tp_call = call_via_vectorcall,
     .tp_new = PyType_GenericNew,
     .tp_init = dispatch_init,
     .tp_traverse = dispatch_traverse,
@@ -1176,17 +1159,14 @@ static int
 runner_method_traverse(PyObject *op, visitproc visit, void *arg)
 {
     RunnerMethod *self = (RunnerMethod *)op;
-    Py_VISIT(self->original);
-    Py_VISIT(self->hooks);
-    return 0;
+    return visit_fields(OBJECT_FIELDS(RunnerMethod, self, original, hooks), visit, arg);
 }
 
 static int
 runner_method_clear(PyObject *op)
 {
     RunnerMethod *self = (RunnerMethod *)op;
-    Py_CLEAR(self->original);
-    Py_CLEAR(self->hooks);
+    clear_fields(OBJECT_FIELDS(RunnerMethod, self, original, hooks));
     return 0;
 }
 
@@ -1198,16 +1178,6 @@ runner_method_dealloc(PyObject *op)
     Py_TYPE(op)->tp_free(op);
 }
 
-static PyObject *
-runner_method_call(PyObject *op, PyObject *args, PyObject *kwargs)
-{
-    if (((RunnerMethod *)op)->original == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "RunnerMethod is not initialised");
-        return NULL;
-    }
-    return PyVectorcall_Call(op, args, kwargs);
-}
-
 static PyTypeObject RunnerMethodType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "taskscope._core._trio_speedups.RunnerMethod",
     .tp_doc = "RunnerMethod(*, original, hooks, exited): Runner.reschedule or "
@@ -1216,7 +1186,7 @@ static PyTypeObject RunnerMethodType = {
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |
                 Py_TPFLAGS_METHOD_DESCRIPTOR,
     .tp_vectorcall_offset = offsetof(RunnerMethod, vectorcall),
-    .tp_call = runner_method_call,
+    .tp_call = call_via_vectorcall,
     .tp_descr_get = bind_as_method,
     .tp_new = PyType_GenericNew,
     .tp_init = runner_method_init,
