@@ -11,7 +11,8 @@ BIN := $(VENV)/bin
 # accelerators change (an editable install compiles them into src/).
 $(VENV)/.installed: pyproject.toml setup.py src/taskscope/_core/_speedups.c \
 		src/taskscope/_core/_lock_speedups.c \
-		src/taskscope/_core/_trio_speedups.c src/taskscope/_core/_cshared.h
+		src/taskscope/_core/_trio_speedups.c src/taskscope/_core/_cshared.h \
+		src/taskscope/_core/_cframes.h
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

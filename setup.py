@@ -12,7 +12,7 @@ setup(
         Extension(
             "taskscope._core._speedups",
             ["src/taskscope/_core/_speedups.c"],
-            depends=["src/taskscope/_core/_cshared.h"],
+            depends=["src/taskscope/_core/_cshared.h", "src/taskscope/_core/_cframes.h"],
             optional=True,
         ),
         Extension(
@@ -24,7 +24,7 @@ setup(
         Extension(
             "taskscope._core._trio_speedups",
             ["src/taskscope/_core/_trio_speedups.c"],
-            depends=["src/taskscope/_core/_cshared.h"],
+            depends=["src/taskscope/_core/_cshared.h", "src/taskscope/_core/_cframes.h"],
             optional=True,
         ),
     ]

@@ -11,6 +11,7 @@ import asyncio
 import gc
 import importlib
 import os
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,10 @@ def test_built_where_a_compiler_is_expected() -> None:
     } <= set(dir(module))
     trio_module = importlib.import_module("taskscope._core._trio_speedups")
     assert {"Dispatch", "Hooks", "RunnerMethod"} <= set(dir(trio_module))
+    # The walk to a task's creating line reads the interpreter's frames where their
+    # layout is known (_cframes.h), and creates no frame objects there.
+    walk = "interpreter frames" if sys.version_info < (3, 14) else "frame objects"
+    assert module.FRAME_WALK == trio_module.FRAME_WALK == walk
 
 
 def test_pure_python_switch_is_honoured() -> None:
@@ -199,3 +204,42 @@ def test_completed_records_leave_the_cyclic_collector(session: taskscope.Session
     if _accel.ACCELERATED:
         assert not any(gc.is_tracked(r) for r in children[1:])
     assert all(gc.is_tracked(r) for r in failed)
+
+
+async def _created_on_lines() -> list[tuple[Any, int]]:
+    """Create tasks through the shapes the walk to the creating line meets, and return
+    each task with the line that created it, read by sys._getframe."""
+    made: list[tuple[Any, int]] = []
+
+    def note(task: Any) -> None:
+        made.append((task, sys._getframe(1).f_lineno))
+
+    note(asyncio.create_task(_child(0)))  # directly
+    made.extend((t, sys._getframe().f_lineno) for t in [asyncio.create_task(_child(1))])
+    note(asyncio.ensure_future(_child(2)))  # through a library frame
+    await asyncio.gather(_child(3))  # gather wraps it in a task: library frames only
+
+    async def nested() -> None:
+        loop = asyncio.get_running_loop()
+        made.append((loop.create_task(_child(4)), sys._getframe().f_lineno))
+
+    await nested()
+    await asyncio.gather(*(task for task, _ in made))
+    return made
+
+
+def test_creating_line_is_the_one_python_sees(session: taskscope.Session) -> None:
+    """The creating line found by the frame walk (the interpreter's frames in C, frame
+    objects in Python) is the line sys._getframe reports at the call."""
+    made = asyncio.run(_created_on_lines())
+    by_task = {r.id: r for r in session.registry.history}
+    assert len(made) == 4
+    for task, line in made:
+        record = next(r for r in by_task.values() if r.name == task.get_name())
+        assert record.created_at is not None
+        assert record.created_at[1] == line, (task, record.created_at)
+    names = {task.get_name() for task, _ in made}
+    gathered = [r for r in by_task.values() if r.code is _child.__code__ and r.name not in names]
+    assert len(gathered) == 1
+    assert gathered[0].created_at is not None
+    assert gathered[0].created_at[0] is _created_on_lines.__code__

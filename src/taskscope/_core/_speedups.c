@@ -12,12 +12,15 @@
  * into the Python functions given at construction, so there is one implementation of
  * each.
  *
- * Only the stable public C API is used (CPython 3.11-3.13). Nothing here ever raises
+ * Only the public C API is used (CPython 3.11-3.13), except for the walk from the
+ * running frame to the line that created a task, which reads the interpreter's frame
+ * records (_cframes.h says why, and falls back to the public API). Nothing here ever raises
  * into the event loop on its own account: a failure of taskscope's accounting is
  * handed to `on_error` (taskscope._core._faults.internal_error) and the step or the
  * call_soon goes on exactly as without taskscope.
  */
 #include "_cshared.h"
+#include "_cframes.h"
 #include <structmember.h>
 #include <string.h>
 #include <time.h>
@@ -394,6 +397,23 @@ frame_line(LineSlot *cache, PyFrameObject *frame, PyObject *code)
         return slot->line;
     }
     int line = PyFrame_GetLineNumber(frame);
+    slot->code = code;
+    slot->lasti = lasti;
+    slot->line = line;
+    return line;
+}
+
+/* The same for the frame a cursor is at (_cframes.h; its positions are not a frame
+   object's, so a cache serves one or the other). */
+static int
+cursor_line(LineSlot *cache, const FrameCursor *frames, PyObject *code)
+{
+    int lasti = frames_lasti(frames);
+    LineSlot *slot = &cache[slot_of(code, (size_t)lasti, LINE_SLOTS)];
+    if (slot->code == code && slot->lasti == lasti) {
+        return slot->line;
+    }
+    int line = frames_line(frames);
     slot->code = code;
     slot->lasti = lasti;
     slot->line = line;
@@ -1178,28 +1198,27 @@ is_known_task(TaskRecorder *self, PyObject *task)
 static int
 creating_frame(TaskRecorder *self, PyObject **code, int *line)
 {
-    PyFrameObject *frame = PyEval_GetFrame(); /* borrowed */
-    Py_XINCREF(frame);
+    FrameCursor frames;
+    frames_start(&frames);
     int found = 0;
-    for (int depth = 0; frame != NULL && depth < MAX_WALK; depth++) {
-        PyCodeObject *frame_code = PyFrame_GetCode(frame);
-        long kind = frame_kind(self->frame_kinds, self->kind_cache, (PyObject *)frame_code);
+    for (int depth = 0; !frames_done(&frames) && depth < MAX_WALK; depth++) {
+        PyObject *frame_code = frames_code(&frames); /* borrowed */
+        long kind = frame_code == NULL
+                        ? -1
+                        : frame_kind(self->frame_kinds, self->kind_cache, frame_code);
         if (kind == KIND_USER) {
-            *code = (PyObject *)frame_code;
-            *line = frame_line(self->line_cache, frame, *code);
+            *code = Py_NewRef(frame_code);
+            *line = cursor_line(self->line_cache, &frames, frame_code);
             found = 1;
             break;
         }
-        Py_DECREF(frame_code);
         if (kind != KIND_LIBRARY) {
             found = PyErr_Occurred() ? -1 : 0;
             break;
         }
-        PyFrameObject *back = PyFrame_GetBack(frame);
-        Py_DECREF(frame);
-        frame = back;
+        frames_back(&frames);
     }
-    Py_XDECREF(frame);
+    frames_stop(&frames);
     return found;
 }
 
@@ -2122,7 +2141,8 @@ PyInit__speedups(void)
         PyModule_AddObjectRef(module, "TaskFinisher", (PyObject *)&TaskFinisherType) < 0 ||
         PyModule_AddObjectRef(module, "CreateTask", (PyObject *)&CreateTaskType) < 0 ||
         PyModule_AddObjectRef(module, "RecordMaker", (PyObject *)&RecordMakerType) < 0 ||
-        PyModule_AddObjectRef(module, "RecordFiler", (PyObject *)&RecordFilerType) < 0) {
+        PyModule_AddObjectRef(module, "RecordFiler", (PyObject *)&RecordFilerType) < 0 ||
+        PyModule_AddStringConstant(module, "FRAME_WALK", FRAME_WALK) < 0) {
         Py_DECREF(module);
         return NULL;
     }

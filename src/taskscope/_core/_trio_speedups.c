@@ -17,12 +17,14 @@
  * longest step, taskscope's own instruments, internal errors) calls back into the
  * Python functions given at construction, so there is one implementation of each.
  *
- * Only the stable public C API is used (CPython 3.11-3.13). Nothing here ever raises
+ * Only the public C API is used (CPython 3.11-3.13), except for the walk to the line
+ * that spawned a task (_cframes.h). Nothing here ever raises
  * into the run loop on its own account: a failure of taskscope's accounting is handed
  * to `on_error` (taskscope._core._faults.internal_error) and trio goes on exactly as
  * without taskscope.
  */
 #include "_cshared.h"
+#include "_cframes.h"
 #include <stdint.h>
 
 /* ---------------------------------------------------------------- names */
@@ -188,16 +190,17 @@ kind_of(Hooks *self, PyObject *code)
     return result;
 }
 
-/* frame.f_lineno as a new reference, through the cache. */
+/* frame.f_lineno as a new reference, through the cache (keyed by the cursor's
+   positions, which are not a frame object's: _cframes.h). */
 static PyObject *
-line_of(Hooks *self, PyFrameObject *frame, PyObject *code)
+line_of(Hooks *self, const FrameCursor *frames, PyObject *code)
 {
-    int lasti = PyFrame_GetLasti(frame);
+    int lasti = frames_lasti(frames);
     size_t slot = (((uintptr_t)code >> 4) ^ (size_t)lasti) % LINE_CACHE_SIZE;
     if (lasti >= 0 && self->lines[slot].code == code && self->lines[slot].lasti == lasti) {
         return Py_NewRef(self->lines[slot].line);
     }
-    PyObject *line = PyLong_FromLong(PyFrame_GetLineNumber(frame));
+    PyObject *line = PyLong_FromLong(frames_line(frames));
     if (line != NULL && lasti >= 0) {
         Py_XSETREF(self->lines[slot].code, Py_NewRef(code));
         Py_XSETREF(self->lines[slot].line, Py_NewRef(line));
@@ -206,25 +209,32 @@ line_of(Hooks *self, PyFrameObject *frame, PyObject *code)
     return line;
 }
 
-/* `TrioBackend.user_frame`: the user's (code, line) responsible for `frame`, None when
-   there is none, NULL with an exception set on failure. */
+/* `TrioBackend.user_frame` from the running frame: the user's (code, line) responsible
+   for it, None when there is none, NULL with an exception set on failure. (`classify`,
+   called for a code not seen before, runs on top of the frames walked, which are all
+   running and so stay where they are.) */
 static PyObject *
-user_frame(Hooks *self, PyFrameObject *start)
+user_frame(Hooks *self)
 {
-    PyFrameObject *frame = start;
-    Py_XINCREF(frame);
+    FrameCursor frames;
+    frames_start(&frames);
     PyObject *previous = NULL; /* strong */
     PyObject *result = NULL;
     int depth = 0;
-    while (frame != NULL && depth < 64) {
-        PyObject *code = (PyObject *)PyFrame_GetCode(frame);
+    while (!frames_done(&frames) && depth < 64) {
+        PyObject *code = frames_code(&frames); /* borrowed */
+        if (code == NULL) {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        Py_INCREF(code);
         int kind = kind_of(self, code);
         if (kind == -1 && PyErr_Occurred()) {
             Py_DECREF(code);
             goto done;
         }
         if (kind == K_USER) {
-            PyObject *line = line_of(self, frame, code);
+            PyObject *line = line_of(self, &frames, code);
             if (line != NULL) {
                 result = PyTuple_Pack(2, code, line);
                 Py_DECREF(line);
@@ -245,13 +255,12 @@ user_frame(Hooks *self, PyFrameObject *start)
             }
         }
         Py_XSETREF(previous, code);
-        PyFrameObject *back = PyFrame_GetBack(frame);
-        Py_SETREF(frame, back);
+        frames_back(&frames);
         depth++;
     }
     result = Py_NewRef(Py_None);
 done:
-    Py_XDECREF(frame);
+    frames_stop(&frames);
     Py_XDECREF(previous);
     return result;
 }
@@ -359,7 +368,7 @@ fail:
    (the program's, or a library wrapper of the program's) and no task_created listener. 1: recorded; 0: not the common
    case (nothing done); -1: failure, exception set. */
 static int
-track_common(Hooks *self, PyObject *task, PyFrameObject *frame)
+track_common(Hooks *self, PyObject *task)
 {
     int status = 0;
     PyObject *coro = NULL, *code = NULL, *key = NULL, *created_at = NULL, *parent = NULL,
@@ -408,7 +417,7 @@ track_common(Hooks *self, PyObject *task, PyFrameObject *frame)
             Py_SETREF(code, wrapped);
         }
     }
-    created_at = user_frame(self, frame);
+    created_at = user_frame(self);
     if (created_at == NULL) {
         status = -1;
         goto done;
@@ -459,11 +468,11 @@ hook_task_spawned(Hooks *self, PyObject *task)
     if (!self->enabled) {
         return;
     }
-    /* The running Python frame: trio's spawn_impl (no `call` frame in between, which
-       the walk to the user's line would look through anyway). */
-    PyFrameObject *frame = PyEval_GetFrame();
-    int status = track_common(self, task, frame);
+    /* The walk starts at the running Python frame: trio's spawn_impl (no `call` frame
+       in between, which the walk to the user's line would look through anyway). */
+    int status = track_common(self, task);
     if (status == 0) {
+        PyFrameObject *frame = PyEval_GetFrame(); /* the slow path wants a frame object */
         PyObject *result = PyObject_CallFunctionObjArgs(
             self->track, task, frame ? (PyObject *)frame : Py_None, NULL);
         status = result == NULL ? -1 : 1;
@@ -1247,7 +1256,8 @@ PyInit__trio_speedups(void)
     }
     if (PyModule_AddObjectRef(module, "Hooks", (PyObject *)&HooksType) < 0 ||
         PyModule_AddObjectRef(module, "Dispatch", (PyObject *)&DispatchType) < 0 ||
-        PyModule_AddObjectRef(module, "RunnerMethod", (PyObject *)&RunnerMethodType) < 0) {
+        PyModule_AddObjectRef(module, "RunnerMethod", (PyObject *)&RunnerMethodType) < 0 ||
+        PyModule_AddStringConstant(module, "FRAME_WALK", FRAME_WALK) < 0) {
         Py_DECREF(module);
         return NULL;
     }
