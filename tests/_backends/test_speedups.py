@@ -186,10 +186,16 @@ def test_every_new_task_is_recorded_alike(session: taskscope.Session) -> None:
 
 
 def test_completed_records_leave_the_cyclic_collector(session: taskscope.Session) -> None:
-    """The C path untracks completed records (nothing in them leads back to them); a
-    failed task's record stays tracked while it holds the task's weak reference."""
+    """The C path untracks live and completed records (nothing in them leads back to
+    them); a failed task's record is tracked again while it holds the task's weak
+    reference, whose callback leads back to the registry."""
+    live_tracked: list[bool] = []
 
     async def fails() -> None:
+        record = session.registry.find(asyncio.current_task())
+        assert record is not None
+        live_tracked.append(gc.is_tracked(record))
+        await asyncio.sleep(0)
         raise KeyError("mine")
 
     async def main() -> None:
@@ -198,6 +204,7 @@ def test_completed_records_leave_the_cyclic_collector(session: taskscope.Session
             await asyncio.create_task(fails())
 
     asyncio.run(main())
+    assert live_tracked == [not _accel.ACCELERATED]
     children = [r for r in session.registry.history if r.code is _child.__code__]
     failed = [r for r in session.registry.history if r.state == 2]
     assert failed

@@ -304,9 +304,15 @@ class Registry:
             self.task_finished = speedups.RecordFiler(
                 self._task_finished, self.live, self.ref_keys, self.history, self.clock
             )
-        #: Takes a finished record out of the cyclic GC (C only; see `_task_finished`).
+        #: Take a record out of the cyclic GC and put it back (C only; plain Python
+        #: cannot). A live record is untracked (the live table holds it, and nothing in
+        #: it leads back to it), and so is a completed one; one that ends otherwise is
+        #: tracked again (see `_task_finished`).
         self._untrack: Callable[[TaskRecord], None] | None = (
             speedups.untrack if speedups is not None else None
+        )
+        self._track: Callable[[TaskRecord], None] | None = (
+            speedups.track if speedups is not None else None
         )
 
     # -- creation -------------------------------------------------------------------
@@ -354,6 +360,8 @@ class Registry:
             if internal:
                 record.internal = True
         self.live[key] = record
+        if self._untrack is not None:
+            self._untrack(record)  # as the C RecordMaker does
         return record
 
     def _new_site(
@@ -438,10 +446,12 @@ class Registry:
             site.wall += record.ended - record.created
             site.longest_step = max(site.longest_step, record.longest_step)
         self.history.append(record)
-        if state == COMPLETED and self._untrack is not None:
-            # Nothing in a completed record leads back to it (no task, no weakref, no
-            # exception): the collector need not scan the history (as the C finisher).
-            self._untrack(record)
+        if state != COMPLETED and self._track is not None:
+            # A failed record may keep its weakref (failed_watch), whose callback leads
+            # back to the registry: let the collector see that cycle. Nothing in a
+            # completed record leads back to it (no task, no weakref, no exception), so
+            # it stays out: the collector need not scan the history (as the C finisher).
+            self._track(record)
 
     def task_gone(self, key: int) -> None:
         """A task object was garbage-collected (weakref callback)."""
@@ -450,6 +460,8 @@ class Registry:
             # Destroyed while pending: the event loop dropped it (no strong reference).
             record.destroyed_pending = True
             record.ended = self.clock()
+            if self._track is not None:
+                self._track(record)  # as every record that did not complete
             self.notable.append(record)
             site = record.site
             if site is not None:
