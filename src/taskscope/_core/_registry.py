@@ -116,7 +116,7 @@ class TaskRecord(RecordCore):
     created_at: RawLocation | None
     parent_id: int | None
     owner_key: int
-    ref: weakref.ref[Any] | None
+    ref: weakref.KeyedRef[Any, Any] | None
     site: SiteAggregate | None
     name: str
     longest_step_at: RawLocation | None
@@ -159,7 +159,7 @@ class TaskRecord(RecordCore):
         created_at: RawLocation | None,
         parent_id: int | None,
         owner_key: int,
-        ref: weakref.ref[Any] | None,
+        ref: weakref.KeyedRef[Any, Any] | None,
         site: SiteAggregate | None,
     ) -> None:
         self.id = record_id
@@ -265,11 +265,11 @@ class Registry:
         self.history: deque[TaskRecord] = deque(maxlen=history_size)
         #: Aggregates by creation site (`site_key_of`; 0: unknown site or overflow).
         self.sites: dict[int | tuple[int, int], SiteAggregate] = {}
-        #: ``id()`` of each live weakref -> registry key of its task. (This dict, `live`,
-        #: `sites`, `history`, `ids` and `gone_callback` are shared with the asyncio
-        #: backend's C recorder, which writes them too: never rebind them.)
-        self.ref_keys: dict[int, int] = {}
-        self.gone_callback = self._gone  # one bound method for every weakref
+        #: One bound method for every task's weakref, which carries the task's key
+        #: (`weakref.KeyedRef`; `_speedups.TaskRef` in C). (It, `live`, `sites`,
+        #: `history` and `ids` are shared with the C record maker and filer, which write
+        #: them too: never rebind them.)
+        self.gone_callback = self._gone
         self.max_sites = max_sites
         self.regions: dict[str, RegionAggregate] = {}
         #: Records that carry a finding, kept even after they leave the history.
@@ -292,7 +292,6 @@ class Registry:
                 self._new_record,
                 self.live,
                 self.sites,
-                self.ref_keys,
                 self.ids,
                 self.gone_callback,
                 self.clock,
@@ -302,7 +301,7 @@ class Registry:
         self.task_finished: Callable[..., None] = self._task_finished
         if speedups is not None:
             self.task_finished = speedups.RecordFiler(
-                self._task_finished, self.live, self.ref_keys, self.history, self.clock
+                self._task_finished, self.live, self.history, self.clock
             )
         #: Take a record out of the cyclic GC and put it back (C only; plain Python
         #: cannot). A live record is untracked (the live table holds it, and nothing in
@@ -350,8 +349,7 @@ class Registry:
         site.created += 1
         site.alive += 1
         key = id(task)
-        ref = weakref.ref(task, self.gone_callback)
-        self.ref_keys[id(ref)] = key
+        ref = weakref.KeyedRef(task, self.gone_callback, key)
         record = record_class(
             next(self.ids), self.clock(), code, created_at, parent_id, key, ref, site
         )
@@ -377,11 +375,13 @@ class Registry:
             site = self.sites[key] = SiteAggregate(raw, code)
         return site
 
-    def _gone(self, ref: weakref.ref[Any]) -> None:
-        # One bound method serves every task's weakref; no closure per task.
+    def _gone(self, ref: weakref.KeyedRef[Any, Any]) -> None:
+        # One bound method serves every task's weakref; no closure per task. The key is
+        # None once the registry stopped watching the task (`drop_ref`).
         try:
-            key = self.ref_keys.pop(id(ref), None)
+            key = ref.key
             if key is not None:
+                ref.key = None
                 self.task_gone(key)
         except Exception as exc:  # noqa: BLE001  # else "Exception ignored in" on stderr
             internal_error("registry: task collected", exc)
@@ -390,7 +390,7 @@ class Registry:
         """Stop watching a record's task for collection."""
         ref = record.ref
         if ref is not None:
-            self.ref_keys.pop(id(ref), None)
+            ref.key = None
             record.ref = None
 
     # -- steps and endings ----------------------------------------------------------
@@ -431,7 +431,7 @@ class Registry:
             # No weakref callback for a finished task (drop_ref, inlined: once per task).
             ref = record.ref
             if ref is not None:
-                self.ref_keys.pop(id(ref), None)
+                ref.key = None
                 record.ref = None
         site = record.site
         if site is not None:
@@ -474,7 +474,7 @@ class Registry:
             # finaliser reports that through the loop's exception handler, which runs
             # before or (for cyclic garbage) after this callback; `exception_logged`
             # settles it either way, and `settle_failed` treats silence as retrieved.
-            record.ref = None  # its ref_keys entry was popped by _gone
+            record.ref = None  # its key was cleared by _gone
 
     def exception_logged(self, key: int, exception_id: int) -> bool:
         """The loop reported a task's exception as never retrieved; True if it is ours."""
@@ -515,7 +515,7 @@ class Registry:
         for record in list(self.live.values()):
             ref = record.ref
             if ref is not None:
-                self.ref_keys.pop(id(ref), None)
+                ref.key = None
                 record.ref = None
             record.step_start = 0.0
 

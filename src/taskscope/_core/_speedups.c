@@ -1058,10 +1058,93 @@ weakref_target(PyObject *ref)
 #endif
 }
 
+static PyObject *str_coro, *str_cr_suspended, *str_cr_code, *str_get_name, *str_append, *str_exception,
+    *str_key,
+    *str_finished_hook, *empty_tuple;
+
+/* ---------------------------------------------------------------- TaskRef */
+
+/* A weak reference to a task that carries the task's registry key, like the standard
+   library's weakref.KeyedRef (which the pure-Python registry uses): the weakref callback
+   (Registry._gone) reads the key from it, so no table from weakrefs to keys is kept
+   (that table cost ~800 instructions per task: two int objects, an insertion and a
+   deletion). `key` is set to None when the registry stops watching the task. */
+typedef struct {
+    PyWeakReference base;
+    PyObject *key;
+} TaskRef;
+
+static int
+task_ref_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    Py_VISIT(((TaskRef *)op)->key);
+    return _PyWeakref_RefType.tp_traverse(op, visit, arg);
+}
+
+static int
+task_ref_clear(PyObject *op)
+{
+    Py_CLEAR(((TaskRef *)op)->key);
+    return _PyWeakref_RefType.tp_clear(op);
+}
+
+static void
+task_ref_dealloc(PyObject *op)
+{
+    PyObject_GC_UnTrack(op);
+    Py_CLEAR(((TaskRef *)op)->key);
+    _PyWeakref_RefType.tp_dealloc(op); /* unlinks it from its referent and frees it */
+}
+
+static PyMemberDef task_ref_members[] = {
+    {"key", T_OBJECT, offsetof(TaskRef, key), 0, "The task's registry key (None: dropped)."},
+    {NULL},
+};
+
+static PyTypeObject TaskRefType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "taskscope._core._speedups.TaskRef",
+    .tp_doc = "TaskRef(task, callback): a weak reference to a task with its registry key.",
+    .tp_basicsize = sizeof(TaskRef),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = task_ref_traverse,
+    .tp_clear = task_ref_clear,
+    .tp_dealloc = task_ref_dealloc,
+    .tp_members = task_ref_members,
+    /* .tp_base = &_PyWeakref_RefType, set before PyType_Ready */
+};
+
+/* A new TaskRef to `task` with `callback` and `key`, NULL on error. */
+static PyObject *
+new_task_ref(PyObject *task, PyObject *callback, PyObject *key)
+{
+    PyObject *args = PyTuple_Pack(2, task, callback);
+    if (args == NULL) {
+        return NULL;
+    }
+    PyObject *ref = TaskRefType.tp_new(&TaskRefType, args, NULL);
+    Py_DECREF(args);
+    if (ref != NULL) {
+        Py_XSETREF(((TaskRef *)ref)->key, Py_NewRef(key));
+    }
+    return ref;
+}
+
+/* The registry stops watching a task: its weakref callback, if it still runs, finds no
+   key and does nothing. */
+static void
+drop_task_ref(PyObject *ref)
+{
+    if (Py_IS_TYPE(ref, &TaskRefType)) {
+        Py_SETREF(((TaskRef *)ref)->key, Py_NewRef(Py_None));
+    }
+    else if (PyObject_SetAttr(ref, str_key, Py_None) < 0) { /* weakref.KeyedRef */
+        PyErr_Clear();
+    }
+}
+
 /* ---------------------------------------------------------------- filing records */
 
-static PyObject *str_coro, *str_cr_suspended, *str_cr_code, *str_get_name, *str_append, *str_exception,
-    *str_finished_hook, *empty_tuple;
+
 
 /* Registry.new_record's C twin (the registry's `new_record` when the accelerator is
    built): the registry's containers a record is filed in. */
@@ -1070,7 +1153,6 @@ typedef struct {
     PyObject *slow; /* Registry._new_record: every case this does not handle */
     PyObject *live;
     PyObject *sites;
-    PyObject *ref_keys;
     PyObject *ids;
     PyObject *gone;
     PyObject *clock;
@@ -1114,10 +1196,9 @@ new_record_in(RecordMaker *maker, PyObject *record_class, PyObject *task, PyObje
     if (key == NULL) {
         return NULL;
     }
-    PyObject *record = NULL, *ref = NULL, *ref_key = NULL, *next_id = NULL;
-    ref = PyWeakref_NewRef(task, maker->gone);
-    if (ref == NULL || (ref_key = PyLong_FromVoidPtr(ref)) == NULL ||
-        PyDict_SetItem(maker->ref_keys, ref_key, key) < 0) {
+    PyObject *record = NULL, *next_id = NULL;
+    PyObject *ref = new_task_ref(task, maker->gone, key);
+    if (ref == NULL) {
         goto error;
     }
     PyTypeObject *cls = (PyTypeObject *)record_class;
@@ -1155,13 +1236,11 @@ new_record_in(RecordMaker *maker, PyObject *record_class, PyObject *task, PyObje
     PyObject_GC_UnTrack(ref);
     Py_DECREF(key);
     Py_DECREF(ref);
-    Py_DECREF(ref_key);
     Py_DECREF(next_id);
     return record;
 error:
     Py_DECREF(key);
     Py_XDECREF(ref);
-    Py_XDECREF(ref_key);
     Py_XDECREF(next_id);
     Py_XDECREF(record);
     return NULL;
@@ -1550,18 +1629,16 @@ static int
 record_maker_init(PyObject *op, PyObject *args, PyObject *kwargs)
 {
     RecordMaker *self = (RecordMaker *)op;
-    static char *keywords[] = {"slow", "live", "sites", "ref_keys", "ids", "gone", "clock",
-                               NULL};
-    PyObject *slow, *live, *sites, *ref_keys, *ids, *gone, *clock;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO!O!O!OOO:RecordMaker", keywords, &slow,
-                                     &PyDict_Type, &live, &PyDict_Type, &sites, &PyDict_Type,
-                                     &ref_keys, &ids, &gone, &clock)) {
+    static char *keywords[] = {"slow", "live", "sites", "ids", "gone", "clock", NULL};
+    PyObject *slow, *live, *sites, *ids, *gone, *clock;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO!O!OOO:RecordMaker", keywords, &slow,
+                                     &PyDict_Type, &live, &PyDict_Type, &sites, &ids, &gone,
+                                     &clock)) {
         return -1;
     }
     Py_XSETREF(self->slow, Py_NewRef(slow));
     Py_XSETREF(self->live, Py_NewRef(live));
     Py_XSETREF(self->sites, Py_NewRef(sites));
-    Py_XSETREF(self->ref_keys, Py_NewRef(ref_keys));
     Py_XSETREF(self->ids, Py_NewRef(ids));
     Py_XSETREF(self->gone, Py_NewRef(gone));
     Py_XSETREF(self->clock, Py_NewRef(clock));
@@ -1662,7 +1739,6 @@ typedef struct {
     PyObject_HEAD
     PyObject *slow; /* Registry._task_finished: every other ending */
     PyObject *live;
-    PyObject *ref_keys;
     PyObject *history;
     PyObject *clock;
     vectorcallfunc vectorcall;
@@ -1712,18 +1788,7 @@ file_completed(RecordFiler *filer, RecordCore *core, PyObject *name, PyObject *e
     }
     if (core->ref != Py_None) {
         /* No weakref callback for a finished task. */
-        PyObject *ref_key = PyLong_FromVoidPtr(core->ref);
-        if (ref_key == NULL) {
-            return -1;
-        }
-        int deleted = PyDict_DelItem(filer->ref_keys, ref_key);
-        Py_DECREF(ref_key);
-        if (deleted < 0) {
-            if (!PyErr_ExceptionMatches(PyExc_KeyError)) {
-                return -1;
-            }
-            PyErr_Clear();
-        }
+        drop_task_ref(core->ref);
         Py_SETREF(core->ref, Py_NewRef(Py_None));
     }
     if (PyObject_TypeCheck(core->site, &SiteCoreType)) {
@@ -1902,16 +1967,14 @@ static int
 record_filer_init(PyObject *op, PyObject *args, PyObject *kwargs)
 {
     RecordFiler *self = (RecordFiler *)op;
-    static char *keywords[] = {"slow", "live", "ref_keys", "history", "clock", NULL};
-    PyObject *slow, *live, *ref_keys, *history, *clock;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO!O!OO:RecordFiler", keywords, &slow,
-                                     &PyDict_Type, &live, &PyDict_Type, &ref_keys, &history,
-                                     &clock)) {
+    static char *keywords[] = {"slow", "live", "history", "clock", NULL};
+    PyObject *slow, *live, *history, *clock;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO!OO:RecordFiler", keywords, &slow,
+                                     &PyDict_Type, &live, &history, &clock)) {
         return -1;
     }
     Py_XSETREF(self->slow, Py_NewRef(slow));
     Py_XSETREF(self->live, Py_NewRef(live));
-    Py_XSETREF(self->ref_keys, Py_NewRef(ref_keys));
     Py_XSETREF(self->history, Py_NewRef(history));
     Py_XSETREF(self->clock, Py_NewRef(clock));
     self->vectorcall = record_filer_vectorcall;
@@ -2095,6 +2158,7 @@ intern_all(void)
         {&str_coro, "_coro"},
         {&str_cr_code, "cr_code"},
         {&str_get_name, "get_name"},
+        {&str_key, "key"},
         {&str_append, "append"},
         {&str_exception, "_exception"},
         {&str_finished_hook, "task_finished"},
@@ -2145,7 +2209,9 @@ PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     empty_tuple = PyTuple_New(0);
+    TaskRefType.tp_base = &_PyWeakref_RefType;
     if (empty_tuple == NULL || intern_all() < 0 || PyType_Ready(&RecordCoreType) < 0 ||
+        PyType_Ready(&TaskRefType) < 0 ||
         PyType_Ready(&SiteCoreType) < 0 ||
         PyType_Ready(&TimedStepType) < 0 || PyType_Ready(&CallSoonType) < 0 ||
         PyType_Ready(&TaskRecorderType) < 0 || PyType_Ready(&TaskFinisherType) < 0 ||
@@ -2169,6 +2235,7 @@ PyInit__speedups(void)
         PyModule_AddObjectRef(module, "CreateTask", (PyObject *)&CreateTaskType) < 0 ||
         PyModule_AddObjectRef(module, "RecordMaker", (PyObject *)&RecordMakerType) < 0 ||
         PyModule_AddObjectRef(module, "RecordFiler", (PyObject *)&RecordFilerType) < 0 ||
+        PyModule_AddObjectRef(module, "TaskRef", (PyObject *)&TaskRefType) < 0 ||
         PyModule_AddStringConstant(module, "FRAME_WALK", FRAME_WALK) < 0) {
         Py_DECREF(module);
         return NULL;
