@@ -42,12 +42,23 @@ typedef struct {
     _PyInterpreterFrame *frame; /* borrowed, NULL past the outermost frame */
 } FrameCursor;
 
-/* Frames still being set up (and 3.12+'s C-stack shims) are skipped, as
-   PyFrame_GetBack and sys._getframe skip them. */
+/* The frame's code object (borrowed; only frames running one are visited). */
+static inline PyObject *
+frame_code(_PyInterpreterFrame *frame)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return frame->f_executable;
+#else
+    return (PyObject *)frame->f_code;
+#endif
+}
+
+/* Frames still being set up, 3.12+'s C-stack shims and anything not running a code
+   object are skipped, as PyFrame_GetBack and sys._getframe skip them. */
 static inline _PyInterpreterFrame *
 complete_frame(_PyInterpreterFrame *frame)
 {
-    while (frame != NULL && _PyFrame_IsIncomplete(frame)) {
+    while (frame != NULL && (_PyFrame_IsIncomplete(frame) || !PyCode_Check(frame_code(frame)))) {
         frame = frame->previous;
     }
     return frame;
@@ -71,17 +82,11 @@ frames_done(const FrameCursor *cursor)
     return cursor->frame == NULL;
 }
 
-/* The frame's code object (borrowed), or NULL (no error set) for a frame running no
-   code object. */
+/* The frame's code object (borrowed). */
 static inline PyObject *
 frames_code(const FrameCursor *cursor)
 {
-#if PY_VERSION_HEX >= 0x030D0000
-    PyObject *code = cursor->frame->f_executable;
-    return PyCode_Check(code) ? code : NULL;
-#else
-    return (PyObject *)cursor->frame->f_code;
-#endif
+    return frame_code(cursor->frame);
 }
 
 /* The position in the code: equal positions give equal values (a cache key). */
@@ -95,11 +100,8 @@ frames_lasti(const FrameCursor *cursor)
 static inline int
 frames_line(const FrameCursor *cursor)
 {
-    PyCodeObject *code = (PyCodeObject *)frames_code(cursor);
-    if (code == NULL) {
-        return -1;
-    }
-    return PyCode_Addr2Line(code, frames_lasti(cursor) * (int)sizeof(_Py_CODEUNIT));
+    return PyCode_Addr2Line((PyCodeObject *)frames_code(cursor),
+                            frames_lasti(cursor) * (int)sizeof(_Py_CODEUNIT));
 }
 
 static inline void

@@ -387,20 +387,33 @@ frame_kind(PyObject *kinds, KindSlot *cache, PyObject *code)
     return value;
 }
 
-/* The line a frame of a code in frame_kinds is at (computing it scans the line table). */
-static int
-frame_line(LineSlot *cache, PyFrameObject *frame, PyObject *code)
+/* The slot of a line cache for position `lasti` in `code`: it holds that position's
+   line when its code and lasti match (computing a line scans the line table). */
+static inline LineSlot *
+line_slot(LineSlot *cache, PyObject *code, int lasti)
 {
-    int lasti = PyFrame_GetLasti(frame);
-    LineSlot *slot = &cache[slot_of(code, (size_t)lasti, LINE_SLOTS)];
-    if (slot->code == code && slot->lasti == lasti) {
-        return slot->line;
-    }
-    int line = PyFrame_GetLineNumber(frame);
+    return &cache[slot_of(code, (size_t)lasti, LINE_SLOTS)];
+}
+
+static inline int
+remember_line(LineSlot *slot, PyObject *code, int lasti, int line)
+{
     slot->code = code;
     slot->lasti = lasti;
     slot->line = line;
     return line;
+}
+
+/* The line a frame of a code in frame_kinds is at. */
+static int
+frame_line(LineSlot *cache, PyFrameObject *frame, PyObject *code)
+{
+    int lasti = PyFrame_GetLasti(frame);
+    LineSlot *slot = line_slot(cache, code, lasti);
+    if (slot->code == code && slot->lasti == lasti) {
+        return slot->line;
+    }
+    return remember_line(slot, code, lasti, PyFrame_GetLineNumber(frame));
 }
 
 /* The same for the frame a cursor is at (_cframes.h; its positions are not a frame
@@ -409,15 +422,11 @@ static int
 cursor_line(LineSlot *cache, const FrameCursor *frames, PyObject *code)
 {
     int lasti = frames_lasti(frames);
-    LineSlot *slot = &cache[slot_of(code, (size_t)lasti, LINE_SLOTS)];
+    LineSlot *slot = line_slot(cache, code, lasti);
     if (slot->code == code && slot->lasti == lasti) {
         return slot->line;
     }
-    int line = frames_line(frames);
-    slot->code = code;
-    slot->lasti = lasti;
-    slot->line = line;
-    return line;
+    return remember_line(slot, code, lasti, frames_line(frames));
 }
 
 /* ---------------------------------------------------------------- TimedStep */
@@ -1291,9 +1300,7 @@ creating_frame(TaskRecorder *self, PyObject **code, int *line)
     int found = 0;
     for (int depth = 0; !frames_done(&frames) && depth < MAX_WALK; depth++) {
         PyObject *frame_code = frames_code(&frames); /* borrowed */
-        long kind = frame_code == NULL
-                        ? -1
-                        : frame_kind(self->frame_kinds, self->kind_cache, frame_code);
+        long kind = frame_kind(self->frame_kinds, self->kind_cache, frame_code);
         if (kind == KIND_USER) {
             *code = Py_NewRef(frame_code);
             *line = cursor_line(self->line_cache, &frames, frame_code);

@@ -222,12 +222,7 @@ user_frame(Hooks *self)
     PyObject *result = NULL;
     int depth = 0;
     while (!frames_done(&frames) && depth < 64) {
-        PyObject *code = frames_code(&frames); /* borrowed */
-        if (code == NULL) {
-            result = Py_NewRef(Py_None);
-            goto done;
-        }
-        Py_INCREF(code);
+        PyObject *code = Py_NewRef(frames_code(&frames));
         int kind = kind_of(self, code);
         if (kind == -1 && PyErr_Occurred()) {
             Py_DECREF(code);
