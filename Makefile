@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 $(VENV)/.installed: pyproject.toml setup.py src/taskscope/_core/_speedups.c \
 		src/taskscope/_core/_lock_speedups.c \
 		src/taskscope/_core/_trio_speedups.c src/taskscope/_core/_cshared.h \
-		src/taskscope/_core/_cframes.h
+		src/taskscope/_core/_cframes.h src/taskscope/_core/_cmethods.h
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

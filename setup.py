@@ -12,7 +12,11 @@ setup(
         Extension(
             "taskscope._core._speedups",
             ["src/taskscope/_core/_speedups.c"],
-            depends=["src/taskscope/_core/_cshared.h", "src/taskscope/_core/_cframes.h"],
+            depends=[
+                "src/taskscope/_core/_cshared.h",
+                "src/taskscope/_core/_cframes.h",
+                "src/taskscope/_core/_cmethods.h",
+            ],
             optional=True,
         ),
         Extension(
@@ -24,7 +28,11 @@ setup(
         Extension(
             "taskscope._core._trio_speedups",
             ["src/taskscope/_core/_trio_speedups.c"],
-            depends=["src/taskscope/_core/_cshared.h", "src/taskscope/_core/_cframes.h"],
+            depends=[
+                "src/taskscope/_core/_cshared.h",
+                "src/taskscope/_core/_cframes.h",
+                "src/taskscope/_core/_cmethods.h",
+            ],
             optional=True,
         ),
     ]

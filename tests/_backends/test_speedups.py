@@ -250,3 +250,26 @@ def test_creating_line_is_the_one_python_sees(session: taskscope.Session) -> Non
     assert len(gathered) == 1
     assert gathered[0].created_at is not None
     assert gathered[0].created_at[0] is _created_on_lines.__code__
+
+
+def test_task_methods_are_read_as_python_reads_them(session: taskscope.Session) -> None:
+    """The C path calls a C task's methods directly (_cmethods.h), except when the
+    task's own __dict__ could shadow one: then it asks Python, like the pure path."""
+
+    async def main() -> None:
+        plain = asyncio.create_task(_child(1))
+        shadowed = asyncio.create_task(_child(2))
+        shadowed.get_name = lambda: "named by its instance"  # type: ignore[method-assign]
+        annotated = asyncio.create_task(_child(3))
+        annotated.note = "an unrelated attribute"  # type: ignore[attr-defined]
+        await asyncio.gather(plain, shadowed, annotated)
+
+    asyncio.run(main())
+    children = sorted(
+        (r for r in session.registry.history if r.code is _child.__code__), key=lambda r: r.id
+    )
+    assert [r.state for r in children] == [1, 1, 1]  # all completed
+    plain, shadowed, annotated = (r.name for r in children)
+    assert shadowed == "named by its instance"
+    assert plain.startswith("Task-")
+    assert annotated.startswith("Task-")

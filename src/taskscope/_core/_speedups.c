@@ -21,6 +21,7 @@
  */
 #include "_cshared.h"
 #include "_cframes.h"
+#include "_cmethods.h"
 #include <structmember.h>
 #include <string.h>
 #include <time.h>
@@ -558,7 +559,8 @@ account_step(TimedStep *self, PyObject *record, RecordCore *core, PyObject *task
     core->busy += duration;
     core->steps += 1;
 
-    PyObject *done_result = PyObject_CallMethodNoArgs(task, str_done);
+    static DirectMethod task_done;
+    PyObject *done_result = call_method_noargs(&task_done, task, str_done);
     if (done_result == NULL) {
         return -1;
     }
@@ -593,7 +595,8 @@ account_step(TimedStep *self, PyObject *record, RecordCore *core, PyObject *task
     if (duration > core->longest_step) {
         core->longest_step = duration;
         if (!done) {
-            PyObject *coro = PyObject_CallMethodNoArgs(task, str_get_coro);
+            static DirectMethod task_get_coro;
+            PyObject *coro = call_method_noargs(&task_get_coro, task, str_get_coro);
             if (coro == NULL) {
                 return -1;
             }
@@ -906,7 +909,8 @@ note_scheduled(CallSoon *self, PyObject *record, PyObject *loop, PyObject *const
         return 0;
     }
     /* A wakeup with a cancelled future delivers a cancellation. */
-    PyObject *cancelled = PyObject_CallMethodNoArgs(rest[0], str_cancelled);
+    static DirectMethod future_cancelled;
+    PyObject *cancelled = call_method_noargs(&future_cancelled, rest[0], str_cancelled);
     if (cancelled == NULL) {
         return -1;
     }
@@ -1425,12 +1429,13 @@ discover_fast(TaskRecorder *self, PyObject *task, PyObject *loop, PyObject **rec
     int status = 0;
     PyObject *coro = NULL, *suspended = NULL, *code = NULL, *frame_code = NULL,
              *parent_id = NULL, *done = NULL;
-    done = PyObject_CallMethodNoArgs(task, str_done);
+    static DirectMethod new_task_done, new_task_get_coro;
+    done = call_method_noargs(&new_task_done, task, str_done);
     if (done != Py_False) {
         status = done == NULL ? -1 : 0;
         goto exit;
     }
-    coro = PyObject_CallMethodNoArgs(task, str_get_coro);
+    coro = call_method_noargs(&new_task_get_coro, task, str_get_coro);
     if (coro == NULL) {
         status = -1;
         goto exit;
@@ -1801,7 +1806,8 @@ file_completed(RecordFiler *filer, RecordCore *core, PyObject *name, PyObject *e
     if (PyObject_TypeCheck(core->site, &SiteCoreType)) {
         fold_into_site((SiteCore *)core->site, core, end);
     }
-    PyObject *r = PyObject_CallMethodOneArg(filer->history, str_append, (PyObject *)core);
+    static DirectMethod history_append;
+    PyObject *r = call_method_onearg(&history_append, filer->history, str_append, (PyObject *)core);
     if (r == NULL) {
         return -1;
     }
@@ -1816,7 +1822,8 @@ file_completed(RecordFiler *filer, RecordCore *core, PyObject *name, PyObject *e
 static int
 finish_completed(TaskFinisher *self, RecordCore *core, PyObject *task, PyObject *ended)
 {
-    PyObject *name = PyObject_CallMethodNoArgs(task, str_get_name);
+    static DirectMethod task_get_name;
+    PyObject *name = call_method_noargs(&task_get_name, task, str_get_name);
     return file_completed((RecordFiler *)self->filer, core, name, ended);
 }
 
@@ -1824,7 +1831,8 @@ finish_completed(TaskFinisher *self, RecordCore *core, PyObject *task, PyObject 
 static int
 completed(PyObject *task)
 {
-    PyObject *cancelled = PyObject_CallMethodNoArgs(task, str_cancelled);
+    static DirectMethod task_cancelled;
+    PyObject *cancelled = call_method_noargs(&task_cancelled, task, str_cancelled);
     if (cancelled != Py_False) {
         if (cancelled == NULL) {
             return -1;
