@@ -1174,6 +1174,18 @@ typedef struct {
 
 static PyTypeObject RecordMakerType;
 
+/* A direct-mapped cache in front of site_at for the recorder: a new PyLong key and a
+   dict lookup per task (~300 instructions) become a compare. A cached site stays
+   right: the registry never removes a site, and a site keeps its code object alive
+   (its `raw` location holds it), so the code's address is not reused meanwhile. */
+#define SITE_SLOTS 64
+
+typedef struct {
+    PyObject *code; /* borrowed: kept alive by `site` */
+    long line;
+    PyObject *site; /* strong reference, or NULL */
+} SiteSlot;
+
 /* The aggregate of the site (code, line) when the registry has one that every record
    of the site can share (borrowed), else NULL (with an exception set on error). The key
    is site_key_of's in _registry.py. */
@@ -1196,6 +1208,37 @@ site_at(PyObject *sites, PyObject *code, long line)
     }
     return (SiteCore *)site;
 }
+
+static void
+clear_site_cache(SiteSlot *cache)
+{
+    for (size_t i = 0; i < SITE_SLOTS; i++) {
+        Py_CLEAR(cache[i].site);
+        cache[i].code = NULL;
+    }
+}
+
+/* site_at through the recorder's cache. */
+static SiteCore *
+cached_site_at(SiteSlot *cache, PyObject *sites, PyObject *code, long line)
+{
+    SiteSlot *slot = &cache[slot_of(code, (size_t)line, SITE_SLOTS)];
+    if (slot->site != NULL && slot->code == code && slot->line == line) {
+        return (SiteCore *)slot->site;
+    }
+    SiteCore *site = site_at(sites, code, line);
+    if (site != NULL) {
+        slot->code = code;
+        slot->line = line;
+        Py_XSETREF(slot->site, Py_NewRef((PyObject *)site));
+    }
+    return site;
+}
+
+/* The task new_record_in recorded last, compared by address only (never dereferenced):
+   CreateTask clears it before creating a task, so finding its new task here means the
+   task was recorded while it was being created, without a lookup in `live`. */
+static const void *last_recorded_task = NULL;
 
 /* Create and file the record of a new task created at a known site (`site`, whose `raw`
    is the location tuple every task of the site shares). New reference, NULL on error. */
@@ -1247,6 +1290,7 @@ new_record_in(RecordMaker *maker, PyObject *record_class, PyObject *task, PyObje
        whose callback leads back to the registry). */
     PyObject_GC_UnTrack(record);
     PyObject_GC_UnTrack(ref);
+    last_recorded_task = task;
     Py_DECREF(key);
     Py_DECREF(ref);
     Py_DECREF(next_id);
@@ -1278,6 +1322,7 @@ typedef struct {
     vectorcallfunc vectorcall;
     KindSlot kind_cache[KIND_SLOTS];
     LineSlot line_cache[LINE_SLOTS];
+    SiteSlot site_cache[SITE_SLOTS];
 } TaskRecorder;
 
 
@@ -1472,7 +1517,8 @@ discover_fast(TaskRecorder *self, PyObject *task, PyObject *loop, PyObject **rec
         goto exit;
     }
     status = 0;
-    PyObject *site = (PyObject *)site_at(((RecordMaker *)self->maker)->sites, frame_code, line);
+    PyObject *site = (PyObject *)cached_site_at(
+        self->site_cache, ((RecordMaker *)self->maker)->sites, frame_code, line);
     if (site == NULL) { /* a new site: the slow path creates its aggregate */
         status = PyErr_Occurred() ? -1 : 0;
         goto exit;
@@ -1549,6 +1595,7 @@ task_recorder_init(PyObject *op, PyObject *args, PyObject *kwargs)
     Py_CLEAR(self->loop_ref);
     memset(self->kind_cache, 0, sizeof(self->kind_cache));
     memset(self->line_cache, 0, sizeof(self->line_cache));
+    clear_site_cache(self->site_cache);
     self->vectorcall = task_recorder_vectorcall;
     return 0;
 }
@@ -1557,6 +1604,9 @@ static int
 task_recorder_traverse(PyObject *op, visitproc visit, void *arg)
 {
     TaskRecorder *self = (TaskRecorder *)op;
+    for (size_t i = 0; i < SITE_SLOTS; i++) {
+        Py_VISIT(self->site_cache[i].site);
+    }
     return visit_fields(OBJECT_FIELDS(TaskRecorder, self, slow, loop_ref), visit, arg);
 }
 
@@ -1564,6 +1614,7 @@ static int
 task_recorder_clear(PyObject *op)
 {
     TaskRecorder *self = (TaskRecorder *)op;
+    clear_site_cache(self->site_cache);
     clear_fields(OBJECT_FIELDS(TaskRecorder, self, slow, loop_ref));
     return 0;
 }
@@ -2063,9 +2114,10 @@ create_task_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObj
         report_internal_error(self->on_error, msg_create_task);
         return PyObject_Vectorcall(self->original, args, nargsf, kwnames);
     }
+    last_recorded_task = NULL;
     PyObject *task = PyObject_Vectorcall(self->original, args, nargsf, kwnames);
-    if (task == NULL || nargs < 2) {
-        return task;
+    if (task == NULL || nargs < 2 || task == last_recorded_task) {
+        return task; /* failed, or recorded as it scheduled its first step */
     }
     PyObject *key = PyLong_FromVoidPtr(task);
     int known = key == NULL ? -1 : PyDict_Contains(self->live, key);
