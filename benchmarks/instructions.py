@@ -10,6 +10,10 @@ trip for echo) and the ratio to plain. Callgrind runs a program ~50x slower, hen
 small default size. Instructions are not time (a cache miss costs more than an add),
 so use this to find and compare costs, and the wall-time suite to judge budgets.
 
+``--cache`` runs cachegrind's cache simulation instead and adds the first-level data
+cache misses per operation (reads and writes; simulated, so as stable as the count):
+the memory traffic that makes a wall-time ratio larger than the instruction ratio.
+
 Exit status: 0; 2 for bad arguments or when valgrind is missing.
 """
 
@@ -21,6 +25,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from ._catalog import BASELINE, CONFIGS_BY_NAME, WORKLOADS_BY_NAME
@@ -35,6 +40,22 @@ if TYPE_CHECKING:
 #: Operations counted per workload at the default --count (callgrind is slow).
 DEFAULT_COUNT: Final = 20_000
 _COLLECTED: Final = re.compile(r"Collected\s*:\s*(\d+)")
+_CACHE_REFS: Final = re.compile(r"I\s+refs:\s*([\d,]+)")
+_CACHE_D1_MISSES: Final = re.compile(r"D1\s+misses:\s*([\d,]+)")
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """What one run under valgrind executed."""
+
+    instructions: int
+    d1_misses: int | None = None  # with --cache only
+
+    def __sub__(self, other: Counts) -> Counts:
+        misses = None
+        if self.d1_misses is not None and other.d1_misses is not None:
+            misses = self.d1_misses - other.d1_misses
+        return Counts(self.instructions - other.instructions, misses)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_COUNT,
         help=f"operations per run (default {DEFAULT_COUNT:,})",
     )
+    parser.add_argument(
+        "--cache",
+        action="store_true",
+        help="simulate the caches (cachegrind) and add D1 data-cache misses per operation",
+    )
     return parser
 
 
@@ -68,13 +94,20 @@ def _sizes(workload: Workload, count: int) -> tuple[int, ...]:
 
 
 def count_instructions(
-    valgrind: str, workload: Workload, config: Config, sizes: Sequence[int]
-) -> int:
-    """Run one worker under callgrind and return the instructions it executed."""
+    valgrind: str,
+    workload: Workload,
+    config: Config,
+    sizes: Sequence[int],
+    *,
+    cache: bool = False,
+) -> Counts:
+    """Run one worker under callgrind (cachegrind with `cache`) and return its counts."""
+    tool = ["--tool=cachegrind", "--cache-sim=yes", "--cachegrind-out-file=/dev/null"]
+    if not cache:
+        tool = ["--tool=callgrind", "--callgrind-out-file=/dev/null"]
     command = [
         valgrind,
-        "--tool=callgrind",
-        "--callgrind-out-file=/dev/null",
+        *tool,
         sys.executable,
         "-m",
         "benchmarks.worker",
@@ -85,18 +118,33 @@ def count_instructions(
     completed = subprocess.run(
         command, cwd=ROOT, capture_output=True, text=True, check=False, env=os.environ.copy()
     )
-    found = _COLLECTED.search(completed.stderr)
-    if completed.returncode != 0 or found is None or '"status": "ok"' not in completed.stdout:
+    found = (_CACHE_REFS if cache else _COLLECTED).search(completed.stderr)
+    misses = _CACHE_D1_MISSES.search(completed.stderr) if cache else None
+    if (
+        completed.returncode != 0
+        or found is None
+        or (cache and misses is None)
+        or '"status": "ok"' not in completed.stdout
+    ):
         tail = (completed.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"{workload.name} [{config.name}] failed: {tail}")
-    return int(found.group(1))
+    return Counts(
+        int(found.group(1).replace(",", "")),
+        int(misses.group(1).replace(",", "")) if misses is not None else None,
+    )
 
 
-def per_operation(valgrind: str, workload: Workload, config: Config, count: int) -> float:
-    """Instructions per operation: the run at `count` minus the run at zero, over `count`."""
-    full = count_instructions(valgrind, workload, config, _sizes(workload, count))
-    empty = count_instructions(valgrind, workload, config, _sizes(workload, 0))
-    return (full - empty) / count
+def per_operation(
+    valgrind: str, workload: Workload, config: Config, count: int, *, cache: bool = False
+) -> Counts:
+    """Counts per operation: the run at `count` minus the run at zero, over `count`.
+
+    The fields of the result are per operation (rounded down to whole units)."""
+    full = count_instructions(valgrind, workload, config, _sizes(workload, count), cache=cache)
+    empty = count_instructions(valgrind, workload, config, _sizes(workload, 0), cache=cache)
+    difference = full - empty
+    misses = difference.d1_misses
+    return Counts(difference.instructions // count, None if misses is None else misses // count)
 
 
 def _plan(args: argparse.Namespace) -> tuple[list[str], list[str], str]:
@@ -113,6 +161,10 @@ def _plan(args: argparse.Namespace) -> tuple[list[str], list[str], str]:
     return workloads, configs, valgrind
 
 
+def _ratio(value: int, plain: int | None) -> str:
+    return f"{value / plain:6.2f}x" if plain else "      -"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print instructions per operation and the ratio to plain, one line per cell."""
     args = _parser().parse_args(argv)
@@ -121,23 +173,28 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"python -m benchmarks.instructions: {exc}", file=sys.stderr)
         return 2
-    print(f"{'workload':<14} {'configuration':<15} {'instructions/op':>16} {'ratio':>7}")
+    header = f"{'workload':<14} {'configuration':<15} {'instructions/op':>16} {'ratio':>7}"
+    print(header + (f" {'D1 misses/op':>13} {'ratio':>7}" if args.cache else ""))
     for workload_name in workloads:
         workload = WORKLOADS_BY_NAME[workload_name]
-        plain = 0.0
+        plain: Counts | None = None
         for config_name in configs:
             config = CONFIGS_BY_NAME[config_name]
             if workload.flavour not in config.flavours:
                 continue
             try:
-                value = per_operation(valgrind, workload, config, args.count)
+                value = per_operation(valgrind, workload, config, args.count, cache=args.cache)
             except RuntimeError as exc:
                 print(f"{workload.name:<14} {config.name:<15} {'failed':>16}  {exc}")
                 continue
             if config.name == BASELINE:
                 plain = value
-            ratio = f"{value / plain:6.2f}x" if plain else "      -"
-            print(f"{workload.name:<14} {config.name:<15} {value:16,.0f} {ratio}", flush=True)
+            line = f"{workload.name:<14} {config.name:<15} {value.instructions:16,} "
+            line += _ratio(value.instructions, plain.instructions if plain else None)
+            if value.d1_misses is not None:
+                line += f" {value.d1_misses:13,} "
+                line += _ratio(value.d1_misses, plain.d1_misses if plain else None)
+            print(line, flush=True)
     return 0
 
 

@@ -96,3 +96,30 @@ class TestInstructions:
         lines = completed.stderr.splitlines()
         assert len(lines) == 1
         assert message in lines[0]
+
+    def test_counts_per_operation_from_valgrind_summaries(self, tmp_path: Path) -> None:
+        """Counts are (run at N - run at 0) / N, read from callgrind's or cachegrind's
+        summary; a stand-in valgrind reports counts that grow with the sizes it runs."""
+        from benchmarks._catalog import CONFIGS_BY_NAME, WORKLOADS_BY_NAME
+        from benchmarks.instructions import per_operation
+
+        fake = tmp_path / "valgrind"
+        fake.write_text(
+            f"#!{sys.executable}\n"
+            "import subprocess, sys\n"
+            "args = [a for a in sys.argv[1:] if not a.startswith('--')]\n"
+            "done = subprocess.run(args, capture_output=True, text=True)\n"
+            "sys.stdout.write(done.stdout)\n"
+            "n = sum(int(a) for a in args if a.isdigit())\n"
+            "if '--cache-sim=yes' in sys.argv:\n"
+            "    print(f'==1== I   refs:      {7 * n + 100:,}', file=sys.stderr)\n"
+            "    print(f'==1== D1  misses:    {3 * n + 10:,}  (1 rd + 2 wr)', file=sys.stderr)\n"
+            "else:\n"
+            "    print(f'==1== Collected : {5 * n + 100}', file=sys.stderr)\n"
+        )
+        fake.chmod(0o755)
+        spawn, plain = WORKLOADS_BY_NAME["spawn"], CONFIGS_BY_NAME["plain"]
+        counted = per_operation(str(fake), spawn, plain, 2000)
+        assert (counted.instructions, counted.d1_misses) == (5, None)
+        simulated = per_operation(str(fake), spawn, plain, 2000, cache=True)
+        assert (simulated.instructions, simulated.d1_misses) == (7, 3)
